@@ -1,0 +1,119 @@
+// Public types of Kindling, hand-written; binding.d.ts (generated) is private.
+
+export type StoreErrorCode =
+  | 'ERR_STORE_INVALID_ARGUMENT'
+  | 'ERR_STORE_SERIALIZE'
+  | 'ERR_STORE_NOT_INTEGER'
+  | 'ERR_STORE_CONNECTION'
+  | 'ERR_STORE_TIMEOUT'
+  | 'ERR_STORE_AUTH'
+  | 'ERR_STORE_CLOSED'
+  | 'ERR_STORE_REDIS'
+
+/** Every error Kindling makes is an Error (TypeError, RangeError) with one of these codes. */
+export interface StoreError extends Error {
+  code: StoreErrorCode
+}
+
+export declare const errorCodes: {
+  readonly INVALID_ARGUMENT: 'ERR_STORE_INVALID_ARGUMENT'
+  readonly SERIALIZE: 'ERR_STORE_SERIALIZE'
+  readonly NOT_INTEGER: 'ERR_STORE_NOT_INTEGER'
+  readonly CONNECTION: 'ERR_STORE_CONNECTION'
+  readonly TIMEOUT: 'ERR_STORE_TIMEOUT'
+  readonly AUTH: 'ERR_STORE_AUTH'
+  readonly CLOSED: 'ERR_STORE_CLOSED'
+  readonly REDIS: 'ERR_STORE_REDIS'
+}
+
+export type MessageCallback<T = any> = (message: T, channel: string) => void | Promise<void>
+
+export interface KeyValueOptions {
+  /** Seconds, fractions allowed (millisecond precision). 0 or none: no expiry. */
+  ttl?: number
+}
+
+/** The Igniter.js `IgniterStoreAdapter` contract, plus `close()`. */
+export interface IgniterStoreAdapter<TClient = unknown> {
+  readonly client: TClient
+  get<T = any>(key: string): Promise<T | null>
+  set(key: string, value: any, options?: KeyValueOptions): Promise<void>
+  delete(key: string): Promise<void>
+  has(key: string): Promise<boolean>
+  increment(key: string): Promise<number>
+  expire(key: string, ttl: number): Promise<void>
+  publish(channel: string, message: any): Promise<void>
+  subscribe(channel: string, callback: MessageCallback): Promise<void>
+  unsubscribe(channel: string, callback?: MessageCallback): Promise<void>
+}
+
+export interface StoreAdapter<TClient = unknown> extends IgniterStoreAdapter<TClient> {
+  /** Lets calls in flight settle, then releases connections and subscriptions. Idempotent. */
+  close(): Promise<void>
+}
+
+export interface TlsOptions {
+  /** PEM certificate authority to trust instead of the bundled web roots. */
+  ca?: string | Buffer
+  /** PEM client certificate and key, for servers with `tls-auth-clients yes`. */
+  cert?: string | Buffer
+  key?: string | Buffer
+  /** Certificates are verified unless this is `false`. */
+  rejectUnauthorized?: boolean
+}
+
+export interface RedisStoreOptions {
+  /** `redis://[user:password@]host[:port][/db]`, `rediss://…`, `unix:///path` or `redis+unix:///path`. */
+  url?: string
+  host?: string
+  port?: number
+  username?: string
+  password?: string
+  db?: number
+  tls?: boolean | TlsOptions
+  /** Prepended to every key and channel. */
+  keyPrefix?: string
+  /** Milliseconds to reach the server; default 10000. */
+  connectTimeout?: number
+  /** Milliseconds to wait for a reply; default 5000. */
+  commandTimeout?: number
+  /** Not supported in this release: refused with ERR_STORE_INVALID_ARGUMENT. */
+  cluster?: { nodes: string[] }
+  /** Not supported in this release: refused with ERR_STORE_INVALID_ARGUMENT. */
+  sentinel?: { sentinels: string[]; masterName: string }
+  /** Errors that belong to no call: a callback that threw, a lost connection. Default: `process.emitWarning`. */
+  onError?: (error: Error) => void
+}
+
+/** What `client` is when the adapter was not made from an ioredis instance. */
+export interface RedisConnectionDescription {
+  readonly backend: 'redis'
+  /** The server, without credentials. */
+  readonly target: string
+}
+
+export interface MemoryStoreDescription {
+  readonly backend: 'memory'
+  readonly name: string | null
+}
+
+/** Duck type of an ioredis instance: its settings are read, Kindling opens its own connections. */
+export interface IoredisLike {
+  options: { host?: string; port?: number; path?: string; [key: string]: any }
+  duplicate(...args: any[]): any
+}
+
+export declare function createRedisStoreAdapter(): StoreAdapter<RedisConnectionDescription>
+export declare function createRedisStoreAdapter(url: string): StoreAdapter<RedisConnectionDescription>
+export declare function createRedisStoreAdapter(options: RedisStoreOptions): StoreAdapter<RedisConnectionDescription>
+export declare function createRedisStoreAdapter<TClient extends IoredisLike>(client: TClient): StoreAdapter<TClient>
+
+export interface MemoryStoreOptions {
+  /** Prepended to every key and channel. */
+  keyPrefix?: string
+  /** Adapters with the same name share one store in this process, across worker threads too. */
+  name?: string
+  onError?: (error: Error) => void
+}
+
+export declare function createMemoryStoreAdapter(options?: MemoryStoreOptions): StoreAdapter<MemoryStoreDescription>

@@ -1,0 +1,328 @@
+'use strict'
+
+const { inspect } = require('node:util')
+const { NativeAdapter } = require('./binding.js')
+const { redisOptions, memoryOptions } = require('./lib/options.js')
+const { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative } = require('./lib/errors.js')
+
+// Operation numbers shared with src/backend/mod.rs (Op::decode).
+const GET = 0
+const SET = 1
+const DELETE = 2
+const HAS = 3
+const INCREMENT = 4
+const EXPIRE = 5
+const PUBLISH = 6
+const SUBSCRIBE = 7
+const UNSUBSCRIBE = 8
+
+const MAX_ID = 0xffffffff
+const noop = () => {}
+
+// A stored value that is not JSON (written by another client) comes back as the raw string.
+function parseValue(text) {
+  if (text === null) return null
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+const toBoolean = (reply) => reply === true
+const toNumber = (reply) => reply
+const toNothing = noop
+
+function serialize(value, what) {
+  let text
+  try {
+    text = JSON.stringify(value)
+  } catch (err) {
+    throw storeError(TypeError, codes.SERIALIZE, `${what} cannot be serialized to JSON: ${err.message}`)
+  }
+  if (text === undefined) {
+    throw storeError(TypeError, codes.SERIALIZE, `${what} cannot be serialized to JSON (got ${typeof value})`)
+  }
+  return text
+}
+
+function checkName(name, what) {
+  if (typeof name !== 'string') throw invalidArgument(`${what} must be a string, got ${name === null ? 'null' : typeof name}`)
+}
+
+function checkCallback(callback) {
+  if (typeof callback !== 'function') throw invalidArgument('callback must be a function')
+}
+
+// Seconds (fractions allowed) to whole milliseconds, never rounding a positive TTL to 0.
+const toMilliseconds = (seconds) => Math.max(1, Math.round(seconds * 1000))
+
+function setTtl(options) {
+  if (options === undefined || options === null) return undefined
+  if (typeof options !== 'object') throw invalidArgument('set options must be an object like { ttl: seconds }')
+  const ttl = options.ttl
+  if (ttl === undefined || ttl === null) return undefined
+  if (typeof ttl !== 'number') throw invalidArgument('ttl must be a number of seconds')
+  if (!Number.isFinite(ttl) || ttl < 0) throw outOfRange('ttl must be a finite number of seconds, 0 or more')
+  return ttl === 0 ? undefined : toMilliseconds(ttl)
+}
+
+function expireTtl(ttl) {
+  if (typeof ttl !== 'number') throw invalidArgument('ttl must be a number of seconds')
+  if (!Number.isFinite(ttl) || ttl <= 0) throw outOfRange('ttl must be a finite number of seconds, more than 0')
+  return toMilliseconds(ttl)
+}
+
+const defaultOnError = (err) => process.emitWarning(err)
+
+/**
+ * The Igniter.js `IgniterStoreAdapter`, over either backend. Promises wait in `#pending` by
+ * request id; the native side completes them in batches through `#dispatch`.
+ */
+class StoreAdapter {
+  #native
+  #keyPrefix
+  #onError
+  #client
+  #description
+  #secrets
+  #pending = new Map()
+  #nextId = 1
+  #channels = new Map()
+  #closing = null
+  #whenIdle = null
+  // Ref'd only while calls are pending or subscriptions exist, so idle processes exit.
+  #keepAlive = setInterval(noop, 2 ** 31 - 1).unref()
+
+  constructor(createNative, { keyPrefix, onError, client, description, secrets }) {
+    this.#keyPrefix = keyPrefix
+    this.#onError = onError ?? defaultOnError
+    this.#client = client
+    this.#description = description
+    this.#secrets = secrets
+    this.#native = createNative(() => this.#dispatch())
+  }
+
+  get client() {
+    return this.#client
+  }
+
+  get(key) {
+    return this.#keyed(GET, key, undefined, undefined, parseValue)
+  }
+
+  set(key, value, options) {
+    let payload, ttlMs
+    try {
+      checkName(key, 'key')
+      payload = serialize(value, 'value')
+      ttlMs = setTtl(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(SET, key, payload, ttlMs, toNothing)
+  }
+
+  delete(key) {
+    return this.#keyed(DELETE, key, undefined, undefined, toNothing)
+  }
+
+  has(key) {
+    return this.#keyed(HAS, key, undefined, undefined, toBoolean)
+  }
+
+  increment(key) {
+    return this.#keyed(INCREMENT, key, undefined, undefined, toNumber)
+  }
+
+  expire(key, ttl) {
+    let ttlMs
+    try {
+      checkName(key, 'key')
+      ttlMs = expireTtl(ttl)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(EXPIRE, key, undefined, ttlMs, toNothing)
+  }
+
+  publish(channel, message) {
+    let payload
+    try {
+      checkName(channel, 'channel')
+      payload = serialize(message, 'message')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(PUBLISH, channel, payload, undefined, toNothing)
+  }
+
+  subscribe(channel, callback) {
+    try {
+      checkName(channel, 'channel')
+      checkCallback(callback)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (this.#closing) return Promise.reject(closedError())
+    const known = this.#channels.get(channel)
+    if (known) {
+      known.callbacks.add(callback)
+      return known.ready
+    }
+    const entry = { callbacks: new Set([callback]), ready: null }
+    this.#channels.set(channel, entry)
+    this.#keepAlive.ref()
+    entry.ready = this.#call(SUBSCRIBE, channel, undefined, undefined, toNothing).catch((err) => {
+      if (this.#channels.get(channel) === entry) this.#channels.delete(channel)
+      this.#refreshKeepAlive()
+      throw err
+    })
+    return entry.ready
+  }
+
+  unsubscribe(channel, callback) {
+    try {
+      checkName(channel, 'channel')
+      if (callback !== undefined) checkCallback(callback)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const entry = this.#channels.get(channel)
+    if (!entry) return Promise.resolve()
+    if (callback !== undefined) {
+      entry.callbacks.delete(callback)
+      if (entry.callbacks.size > 0) return Promise.resolve()
+    }
+    this.#channels.delete(channel)
+    const done = this.#call(UNSUBSCRIBE, channel, undefined, undefined, toNothing)
+    this.#refreshKeepAlive()
+    return done
+  }
+
+  /** Lets calls in flight settle, then releases connections, subscriptions and callbacks. */
+  close() {
+    if (!this.#closing) {
+      this.#closing = (async () => {
+        if (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))
+        this.#channels.clear()
+        this.#native.close()
+        clearInterval(this.#keepAlive)
+      })()
+    }
+    return this.#closing
+  }
+
+  [inspect.custom](depth, options) {
+    const state = this.#closing ? 'closed' : 'open'
+    return `StoreAdapter { ${this.#description}, keyPrefix: ${inspect(this.#keyPrefix, options)}, ${state} }`
+  }
+
+  #keyed(op, key, payload, ttlMs, decode) {
+    try {
+      checkName(key, 'key')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(op, key, payload, ttlMs, decode)
+  }
+
+  #call(op, name, payload, ttlMs, decode) {
+    if (this.#closing && op !== UNSUBSCRIBE) return Promise.reject(closedError())
+    const id = this.#nextId
+    this.#nextId = id === MAX_ID ? 1 : id + 1
+    const reply = this.#native.submit(id, op, this.#keyPrefix + name, payload, ttlMs)
+    if (reply !== undefined) {
+      return Array.isArray(reply) ? Promise.reject(fromNative(reply, this.#secrets)) : Promise.resolve(decode(reply))
+    }
+    if (this.#pending.size === 0) this.#keepAlive.ref()
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, decode })
+    })
+  }
+
+  // Called by the native wake; settles every completion and delivers every message queued.
+  #dispatch() {
+    const events = this.#native.drain()
+    for (let i = 0; i < events.length; i += 2) {
+      const head = events[i]
+      const body = events[i + 1]
+      if (typeof head === 'number') this.#settle(head, body)
+      else if (typeof head === 'string') this.#deliver(head, body)
+      else this.#report(fromNative(body, this.#secrets))
+    }
+    if (this.#pending.size === 0) {
+      this.#refreshKeepAlive()
+      if (this.#whenIdle) this.#whenIdle()
+    }
+  }
+
+  #settle(id, reply) {
+    const call = this.#pending.get(id)
+    if (call === undefined) return
+    this.#pending.delete(id)
+    if (Array.isArray(reply)) call.reject(fromNative(reply, this.#secrets))
+    else call.resolve(call.decode(reply))
+  }
+
+  #deliver(fullChannel, payload) {
+    if (!fullChannel.startsWith(this.#keyPrefix)) return
+    const channel = fullChannel.slice(this.#keyPrefix.length)
+    const entry = this.#channels.get(channel)
+    if (entry === undefined) return
+    const message = parseValue(payload)
+    for (const callback of entry.callbacks) {
+      try {
+        const result = callback(message, channel)
+        if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+          result.then(undefined, (err) => this.#report(err))
+        }
+      } catch (err) {
+        this.#report(err)
+      }
+    }
+  }
+
+  #report(err) {
+    try {
+      this.#onError(err)
+    } catch (failure) {
+      process.emitWarning(`kindling: onError threw: ${redact(failure && failure.message, this.#secrets)}`)
+    }
+  }
+
+  #refreshKeepAlive() {
+    if (this.#pending.size > 0 || this.#channels.size > 0) this.#keepAlive.ref()
+    else this.#keepAlive.unref()
+  }
+}
+
+function createRedisStoreAdapter(input) {
+  const settings = redisOptions(input)
+  return new StoreAdapter((wake) => {
+    try {
+      return NativeAdapter.redis(settings.native, wake)
+    } catch (err) {
+      throw storeError(TypeError, codes.INVALID_ARGUMENT, redact(err.message, settings.secrets))
+    }
+  }, {
+    keyPrefix: settings.keyPrefix,
+    onError: settings.onError,
+    client: settings.client ?? Object.freeze({ backend: 'redis', target: settings.description }),
+    description: `redis ${settings.description}`,
+    secrets: settings.secrets,
+  })
+}
+
+function createMemoryStoreAdapter(input) {
+  const settings = memoryOptions(input)
+  const client = Object.freeze({ backend: 'memory', name: settings.name ?? null })
+  return new StoreAdapter((wake) => NativeAdapter.memory(settings.name, wake), {
+    keyPrefix: settings.keyPrefix,
+    onError: settings.onError,
+    client,
+    description: settings.name ? `memory "${settings.name}"` : 'memory',
+    secrets: [],
+  })
+}
+
+module.exports = { createRedisStoreAdapter, createMemoryStoreAdapter, errorCodes: codes }

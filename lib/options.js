@@ -1,0 +1,211 @@
+'use strict'
+
+const { invalidArgument, outOfRange } = require('./errors.js')
+
+const DEFAULT_URL = 'redis://127.0.0.1:6379'
+const DEFAULT_PORT = 6379
+const REDIS_OPTIONS = new Set([
+  'url', 'host', 'port', 'username', 'password', 'db', 'tls', 'keyPrefix',
+  'connectTimeout', 'commandTimeout', 'cluster', 'sentinel', 'onError',
+])
+const MEMORY_OPTIONS = new Set(['keyPrefix', 'name', 'onError'])
+
+const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
+
+// An ioredis instance, duck-typed so that ioredis need not be installed.
+const isIoredis = (value) =>
+  isPlainObject(value) && typeof value.duplicate === 'function' && isPlainObject(value.options) &&
+  ('host' in value.options || 'port' in value.options || 'path' in value.options)
+
+function checkKnown(options, known, what) {
+  for (const name of Object.keys(options)) {
+    if (!known.has(name)) throw invalidArgument(`unknown ${what} option "${name}"; known: ${[...known].join(', ')}`)
+  }
+}
+
+function optionalString(options, name) {
+  const value = options[name]
+  if (value === undefined || value === null) return undefined
+  if (typeof value !== 'string') throw invalidArgument(`option "${name}" must be a string`)
+  return value
+}
+
+function integerIn(value, name, min, max) {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw outOfRange(`option "${name}" must be an integer from ${min} to ${max}`)
+  }
+  return value
+}
+
+function milliseconds(options, name, fallback) {
+  const value = options[name]
+  if (value === undefined || value === null) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw outOfRange(`option "${name}" must be a positive number of milliseconds`)
+  }
+  return Math.min(Math.ceil(value), 2 ** 31 - 1)
+}
+
+function onErrorOption(options) {
+  const onError = options.onError
+  if (onError === undefined || onError === null) return undefined
+  if (typeof onError !== 'function') throw invalidArgument('option "onError" must be a function')
+  return onError
+}
+
+// Never echoes the URL: it may hold a password.
+function parseUrl(text) {
+  if (typeof text !== 'string') throw invalidArgument('the Redis URL must be a string')
+  let url
+  try {
+    url = new URL(text)
+  } catch {
+    throw invalidArgument('malformed Redis URL; expected redis://[user:password@]host[:port][/db], rediss://…, or unix:///path')
+  }
+  const decode = (part) => (part ? decodeURIComponent(part) : undefined)
+  const target = { username: decode(url.username), password: decode(url.password) }
+  const dbParam = url.searchParams.get('db')
+  switch (url.protocol) {
+    case 'redis:':
+    case 'rediss:': {
+      if (!url.hostname) throw invalidArgument('the Redis URL has no host')
+      target.host = url.hostname.replace(/^\[(.*)\]$/, '$1')
+      target.port = url.port ? Number(url.port) : DEFAULT_PORT
+      const path = url.pathname.replace(/^\//, '')
+      if (path !== '' && !/^\d+$/.test(path)) throw invalidArgument('the Redis URL path must be a database number')
+      target.db = path === '' ? Number(dbParam ?? 0) : Number(path)
+      if (url.protocol === 'rediss:') target.tls = {}
+      break
+    }
+    case 'redis+unix:':
+    case 'unix:':
+      if (!url.pathname || url.pathname === '/') throw invalidArgument('the unix socket URL has no path')
+      target.path = decodeURIComponent(url.pathname)
+      target.db = Number(dbParam ?? 0)
+      break
+    default:
+      throw invalidArgument(`unsupported URL scheme "${url.protocol}"; use redis:, rediss:, redis+unix: or unix:`)
+  }
+  if (!Number.isInteger(target.db) || target.db < 0) throw invalidArgument('the database number must be a non-negative integer')
+  return target
+}
+
+function tlsOption(tls) {
+  if (tls === undefined || tls === null || tls === false) return undefined
+  if (tls === true) return {}
+  if (!isPlainObject(tls)) throw invalidArgument('option "tls" must be true or an object')
+  checkKnown(tls, new Set(['ca', 'cert', 'key', 'servername', 'rejectUnauthorized']), 'tls')
+  const pem = (name) => {
+    const value = tls[name]
+    if (value === undefined || value === null) return undefined
+    if (typeof value === 'string') return value
+    if (Buffer.isBuffer(value)) return value.toString('utf8')
+    throw invalidArgument(`option "tls.${name}" must be a PEM string or Buffer`)
+  }
+  if (tls.rejectUnauthorized !== undefined && typeof tls.rejectUnauthorized !== 'boolean') {
+    throw invalidArgument('option "tls.rejectUnauthorized" must be a boolean')
+  }
+  if (tls.servername !== undefined && tls.servername !== null) {
+    throw invalidArgument('option "tls.servername" is not supported yet: the certificate is checked against "host"')
+  }
+  return { ca: pem('ca'), cert: pem('cert'), key: pem('key'), rejectUnauthorized: tls.rejectUnauthorized }
+}
+
+// Settings read off an ioredis instance; Kindling opens its own connections with them.
+function fromIoredis(client) {
+  const o = client.options
+  const settings = {
+    host: o.path ? undefined : o.host,
+    port: o.path ? undefined : o.port,
+    username: o.username || undefined,
+    password: o.password || undefined,
+    db: o.db || 0,
+    tls: o.tls ? (o.tls === true ? true : { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, rejectUnauthorized: o.tls.rejectUnauthorized }) : undefined,
+    keyPrefix: o.keyPrefix || undefined,
+    connectTimeout: o.connectTimeout || undefined,
+    commandTimeout: o.commandTimeout || undefined,
+  }
+  const target = o.path ? { path: o.path, db: settings.db } : { host: settings.host || '127.0.0.1', port: settings.port || DEFAULT_PORT, db: settings.db }
+  return { options: settings, target, client }
+}
+
+function redisOptions(input) {
+  let options
+  let target
+  let client
+  if (input === undefined || input === null) {
+    options = {}
+    target = parseUrl(process.env.REDIS_URL || DEFAULT_URL)
+  } else if (typeof input === 'string') {
+    options = {}
+    target = parseUrl(input)
+  } else if (isIoredis(input)) {
+    ;({ options, target, client } = fromIoredis(input))
+  } else if (isPlainObject(input)) {
+    options = input
+    checkKnown(options, REDIS_OPTIONS, 'Redis')
+    if (options.cluster !== undefined && options.cluster !== null) {
+      throw invalidArgument('option "cluster" is not supported in this release yet (Redis Cluster comes in a later version)')
+    }
+    if (options.sentinel !== undefined && options.sentinel !== null) {
+      throw invalidArgument('option "sentinel" is not supported in this release yet (Redis Sentinel comes in a later version)')
+    }
+    target = parseUrl(optionalString(options, 'url') ?? process.env.REDIS_URL ?? DEFAULT_URL)
+  } else {
+    throw invalidArgument('createRedisStoreAdapter takes a URL string, an options object or an ioredis instance')
+  }
+
+  const host = optionalString(options, 'host')
+  if (host !== undefined) {
+    if (host === '') throw invalidArgument('option "host" must not be empty')
+    target.host = host
+    delete target.path
+  }
+  if (options.port !== undefined && options.port !== null) target.port = integerIn(options.port, 'port', 1, 65535)
+  if (options.db !== undefined && options.db !== null) target.db = integerIn(options.db, 'db', 0, 2 ** 31 - 1)
+  const username = optionalString(options, 'username')
+  if (username !== undefined) target.username = username
+  const password = optionalString(options, 'password')
+  if (password !== undefined) target.password = password
+  const tls = options.tls === undefined ? target.tls : tlsOption(options.tls)
+  const keyPrefix = optionalString(options, 'keyPrefix') ?? ''
+
+  const native = {
+    host: target.host ?? '127.0.0.1',
+    port: target.port ?? DEFAULT_PORT,
+    path: target.path,
+    username: target.username,
+    password: target.password,
+    db: target.db ?? 0,
+    tls,
+    connectTimeoutMs: milliseconds(options, 'connectTimeout', 10000),
+    commandTimeoutMs: milliseconds(options, 'commandTimeout', 5000),
+  }
+  const scheme = native.path ? 'unix' : native.tls ? 'rediss' : 'redis'
+  const where = native.path ? `unix://${native.path}` : `${scheme}://${native.host.includes(':') ? `[${native.host}]` : native.host}:${native.port}/${native.db}`
+  return {
+    native,
+    keyPrefix,
+    onError: client ? undefined : onErrorOption(options),
+    client,
+    description: where,
+    secrets: secretsOf(native.password),
+  }
+}
+
+// The password as given and as it would appear percent-encoded in a URL.
+function secretsOf(password) {
+  if (!password) return []
+  return [...new Set([password, encodeURIComponent(password)])].sort((a, b) => b.length - a.length)
+}
+
+function memoryOptions(input) {
+  if (input === undefined || input === null) return { keyPrefix: '', name: undefined, onError: undefined }
+  if (!isPlainObject(input)) throw invalidArgument('createMemoryStoreAdapter takes an options object')
+  checkKnown(input, MEMORY_OPTIONS, 'memory store')
+  const name = optionalString(input, 'name')
+  if (name === '') throw invalidArgument('option "name" must not be empty')
+  return { keyPrefix: optionalString(input, 'keyPrefix') ?? '', name, onError: onErrorOption(input) }
+}
+
+module.exports = { redisOptions, memoryOptions }

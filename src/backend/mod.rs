@@ -1,0 +1,42 @@
+//! The backends. Both take the same operations on strings; the Redis one completes them
+//! later through the adapter's outbox, the memory one at once.
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+/// One store operation. Keys and channels arrive with the adapter's prefix already on.
+#[derive(Debug)]
+pub enum Op {
+    Get,
+    Set { ttl: Option<Duration> },
+    Delete,
+    Has,
+    Increment,
+    Expire { ttl: Duration },
+    Publish,
+    Subscribe,
+    Unsubscribe,
+}
+
+impl Op {
+    /// The numbering the JS layer uses.
+    pub fn decode(code: u32, ttl_ms: Option<f64>) -> Option<Op> {
+        let ttl = ttl_ms
+            .filter(|ms| *ms > 0.0)
+            .map(|ms| Duration::from_millis(ms as u64));
+        Some(match code {
+            0 => Op::Get,
+            1 => Op::Set { ttl },
+            2 => Op::Delete,
+            3 => Op::Has,
+            4 => Op::Increment,
+            5 => Op::Expire { ttl: ttl? },
+            6 => Op::Publish,
+            7 => Op::Subscribe,
+            8 => Op::Unsubscribe,
+            _ => return None,
+        })
+    }
+}

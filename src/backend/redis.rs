@@ -1,0 +1,483 @@
+//! Redis standalone: one multiplexed connection for commands, sent as one pipeline per batch
+//! taken off the queue, and one Pub/Sub connection that restores every subscription after
+//! it reconnects. Both reconnect with capped backoff.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::{AsyncConnectionConfig, Client, Pipeline, RedisError, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::Op;
+use crate::bridge::{Event, Outbox, Reply};
+use crate::error::{from_server_reply, ErrorCode, StoreError};
+use crate::options::{RedisOptions, Timeouts};
+
+const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+/// Commands taken off the queue into one pipeline at most.
+const MAX_BATCH: usize = 1024;
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
+pub struct Request {
+    pub id: u32,
+    pub op: Op,
+    pub key: String,
+    pub payload: String,
+}
+
+pub struct RedisBackend {
+    commands: UnboundedSender<Request>,
+    subscriptions: UnboundedSender<Request>,
+}
+
+impl RedisBackend {
+    pub fn start(options: &RedisOptions, outbox: Arc<Outbox>) -> Result<Self, StoreError> {
+        let client = options.client()?;
+        let runtime = runtime()?;
+        let (commands, command_queue) = unbounded_channel();
+        let (subscriptions, subscription_queue) = unbounded_channel();
+        let timeouts = Arc::new(options.timeouts());
+        let link = Link::new(client.clone(), timeouts.clone());
+        runtime.spawn(serve_commands(link, command_queue, outbox.clone()));
+        runtime.spawn(serve_subscriptions(
+            client,
+            timeouts,
+            subscription_queue,
+            outbox,
+        ));
+        Ok(RedisBackend {
+            commands,
+            subscriptions,
+        })
+    }
+
+    pub fn submit(&self, request: Request) -> Result<(), StoreError> {
+        let queue = match request.op {
+            Op::Subscribe | Op::Unsubscribe => &self.subscriptions,
+            _ => &self.commands,
+        };
+        queue.send(request).map_err(|_| StoreError::closed())
+    }
+}
+
+/// One runtime thread for the process: a current-thread runtime beat a multi-thread one with
+/// a single worker on this workload (DESIGN.md), and it outlives every worker thread.
+fn runtime() -> Result<&'static tokio::runtime::Handle, StoreError> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
+    let started = RUNTIME.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("kindling-io".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .map_err(|e| e.to_string())?;
+        Ok(handle)
+    });
+    started.as_ref().map_err(|reason| {
+        StoreError::new(
+            ErrorCode::Connection,
+            format!("cannot start the I/O thread: {reason}"),
+        )
+    })
+}
+
+pub fn install_crypto_provider() {
+    // Refused only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Capped exponential backoff between connection attempts.
+struct Backoff {
+    failures: u32,
+    next_attempt: Instant,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            failures: 0,
+            next_attempt: Instant::now(),
+        }
+    }
+
+    fn failed(&mut self) {
+        let delay = FIRST_RETRY
+            .saturating_mul(1 << self.failures.min(10))
+            .min(MAX_RETRY);
+        self.failures += 1;
+        self.next_attempt = Instant::now() + delay;
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// The command connection, made on demand and again after it breaks.
+struct Link {
+    client: Client,
+    timeouts: Arc<Timeouts>,
+    connection: Option<MultiplexedConnection>,
+    broken: Arc<AtomicBool>,
+    backoff: Backoff,
+    last_error: Option<StoreError>,
+}
+
+impl Link {
+    fn new(client: Client, timeouts: Arc<Timeouts>) -> Self {
+        Link {
+            client,
+            timeouts,
+            connection: None,
+            broken: Arc::new(AtomicBool::new(false)),
+            backoff: Backoff::new(),
+            last_error: None,
+        }
+    }
+
+    async fn connection(&mut self) -> Result<MultiplexedConnection, StoreError> {
+        if self.broken.swap(false, Ordering::AcqRel) {
+            self.connection = None;
+        }
+        if let Some(connection) = &self.connection {
+            return Ok(connection.clone());
+        }
+        let wait = self
+            .backoff
+            .next_attempt
+            .saturating_duration_since(Instant::now());
+        if wait > self.timeouts.command {
+            if let Some(err) = &self.last_error {
+                return Err(err.clone());
+            }
+        }
+        sleep_until(self.backoff.next_attempt).await;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeouts.connect))
+            .set_response_timeout(None);
+        let attempt = timeout(
+            self.timeouts.connect,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        match attempt.unwrap_or_else(|_| Err(connect_timeout_error())) {
+            Ok(connection) => {
+                self.backoff.succeeded();
+                self.last_error = None;
+                self.connection = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(err) => {
+                self.backoff.failed();
+                let err = connection_error(err);
+                self.last_error = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+}
+
+fn connect_timeout_error() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "could not connect within connectTimeout",
+    ))
+}
+
+/// A failure to connect is a connection error even when the crate calls it a timeout.
+fn connection_error(err: RedisError) -> StoreError {
+    let err = StoreError::from(err);
+    match err.code {
+        ErrorCode::Timeout => StoreError::new(ErrorCode::Connection, err.message),
+        _ => err,
+    }
+}
+
+async fn serve_commands(
+    mut link: Link,
+    mut queue: UnboundedReceiver<Request>,
+    outbox: Arc<Outbox>,
+) {
+    // Connect at once, so the first commands find the connection ready or being made.
+    let _ = link.connection().await;
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let requests = std::mem::take(&mut batch);
+        match link.connection().await {
+            Ok(connection) => {
+                tokio::spawn(run_batch(
+                    connection,
+                    requests,
+                    outbox.clone(),
+                    link.timeouts.command,
+                    link.broken.clone(),
+                ));
+            }
+            Err(err) => outbox.push_all(requests.into_iter().map(|r| Event::Completion {
+                id: r.id,
+                reply: Reply::Error(err.clone()),
+            })),
+        }
+    }
+}
+
+async fn run_batch(
+    mut connection: MultiplexedConnection,
+    requests: Vec<Request>,
+    outbox: Arc<Outbox>,
+    command_timeout: Duration,
+    broken: Arc<AtomicBool>,
+) {
+    let mut pipeline = Pipeline::with_capacity(requests.len());
+    for request in &requests {
+        add_command(&mut pipeline, request);
+    }
+    let sent = timeout(
+        command_timeout,
+        connection.send_packed_commands(&pipeline, 0, requests.len()),
+    )
+    .await;
+    let replies = match sent {
+        Ok(Ok(values)) if values.len() == requests.len() => Ok(values),
+        Ok(Ok(_)) => Err(StoreError::new(
+            ErrorCode::Redis,
+            "the server's replies did not match the commands sent",
+        )),
+        Ok(Err(err)) => {
+            if err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_io_error() {
+                broken.store(true, Ordering::Release);
+            }
+            Err(StoreError::from(err))
+        }
+        Err(_) => Err(StoreError::timeout(command_timeout.as_millis() as u64)),
+    };
+    match replies {
+        Ok(values) => {
+            outbox.push_all(
+                requests
+                    .iter()
+                    .zip(values)
+                    .map(|(request, value)| Event::Completion {
+                        id: request.id,
+                        reply: reply_for(&request.op, value),
+                    }),
+            )
+        }
+        Err(err) => outbox.push_all(requests.iter().map(|request| Event::Completion {
+            id: request.id,
+            reply: Reply::Error(err.clone()),
+        })),
+    }
+}
+
+fn add_command(pipeline: &mut Pipeline, request: &Request) {
+    let key = request.key.as_str();
+    match request.op {
+        Op::Get => pipeline.cmd("GET").arg(key),
+        Op::Set { ttl: None } => pipeline.cmd("SET").arg(key).arg(&request.payload),
+        Op::Set { ttl: Some(ttl) } => pipeline
+            .cmd("SET")
+            .arg(key)
+            .arg(&request.payload)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64),
+        Op::Delete => pipeline.cmd("DEL").arg(key),
+        Op::Has => pipeline.cmd("EXISTS").arg(key),
+        Op::Increment => pipeline.cmd("INCR").arg(key),
+        Op::Expire { ttl } => pipeline.cmd("PEXPIRE").arg(key).arg(ttl.as_millis() as u64),
+        // Subscriptions travel on their own connection; `submit` never routes them here.
+        Op::Publish | Op::Subscribe | Op::Unsubscribe => {
+            pipeline.cmd("PUBLISH").arg(key).arg(&request.payload)
+        }
+    };
+}
+
+fn reply_for(op: &Op, value: Value) -> Reply {
+    let unexpected = |value: &Value| {
+        Reply::Error(StoreError::new(
+            ErrorCode::Redis,
+            format!("unexpected reply {value:?}"),
+        ))
+    };
+    match (op, value) {
+        (_, Value::ServerError(err)) => Reply::Error(from_server_reply(&err)),
+        (Op::Get, Value::Nil) => Reply::Null,
+        (Op::Get, Value::BulkString(bytes)) => Reply::Text(text(bytes)),
+        (Op::Get, Value::SimpleString(s)) => Reply::Text(s),
+        (Op::Has, Value::Int(n)) => Reply::Bool(n > 0),
+        (Op::Increment, Value::Int(n)) if n > MAX_SAFE_INTEGER => {
+            Reply::Error(StoreError::out_of_safe_range())
+        }
+        (Op::Increment, Value::Int(n)) => Reply::Number(n as f64),
+        (Op::Get | Op::Has | Op::Increment, value) => unexpected(&value),
+        _ => Reply::Null,
+    }
+}
+
+/// Other clients may write bytes that are not UTF-8; they arrive with replacement characters.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A live Pub/Sub connection: the sink subscribes, a task forwards the messages.
+struct Session {
+    sink: PubSubSink,
+    forwarder: JoinHandle<()>,
+    id: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Dropping the stream inside the forwarder closes the connection.
+        self.forwarder.abort();
+    }
+}
+
+async fn serve_subscriptions(
+    client: Client,
+    timeouts: Arc<Timeouts>,
+    mut queue: UnboundedReceiver<Request>,
+    outbox: Arc<Outbox>,
+) {
+    let mut channels: HashSet<String> = HashSet::new();
+    let mut session: Option<Session> = None;
+    let mut backoff = Backoff::new();
+    let (lost_tx, mut lost) = unbounded_channel::<u64>();
+    loop {
+        let want_reconnect = session.is_none() && !channels.is_empty();
+        tokio::select! {
+            request = queue.recv() => {
+                let Some(request) = request else { break };
+                let reply = match request.op {
+                    Op::Subscribe => {
+                        subscribe(&client, &timeouts, &mut session, &mut channels, &mut backoff, &lost_tx, &outbox, request.key).await
+                    }
+                    _ => {
+                        channels.remove(&request.key);
+                        if let Some(live) = session.as_mut() {
+                            let confirmed = timeout(timeouts.command, live.sink.unsubscribe(&request.key)).await;
+                            if !matches!(confirmed, Ok(Ok(()))) {
+                                // The server forgets this connection's subscriptions with it.
+                                session = None;
+                            }
+                        }
+                        Ok(Reply::Null)
+                    }
+                };
+                outbox.complete(request.id, reply.into());
+            }
+            Some(id) = lost.recv() => {
+                if session.as_ref().is_none_or(|live| live.id != id) {
+                    continue;
+                }
+                session = None;
+                backoff.failed();
+                outbox.push_all([Event::Failure(StoreError::new(
+                    ErrorCode::Connection,
+                    "the Pub/Sub connection was lost; reconnecting and subscribing again",
+                ))]);
+            }
+            _ = sleep_until(backoff.next_attempt), if want_reconnect => {
+                if let Err(err) = connect(&client, &timeouts, &mut session, &channels, &mut backoff, &lost_tx, &outbox).await {
+                    outbox.push_all([Event::Failure(err)]);
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subscribe(
+    client: &Client,
+    timeouts: &Timeouts,
+    session: &mut Option<Session>,
+    channels: &mut HashSet<String>,
+    backoff: &mut Backoff,
+    lost: &UnboundedSender<u64>,
+    outbox: &Arc<Outbox>,
+    channel: String,
+) -> Result<Reply, StoreError> {
+    if session.is_none() {
+        connect(client, timeouts, session, channels, backoff, lost, outbox).await?;
+    }
+    let Some(live) = session.as_mut() else {
+        return Err(StoreError::new(ErrorCode::Connection, "not connected"));
+    };
+    match timeout(timeouts.command, live.sink.subscribe(&channel)).await {
+        Ok(Ok(())) => {
+            channels.insert(channel);
+            Ok(Reply::Null)
+        }
+        Ok(Err(err)) => {
+            *session = None;
+            Err(StoreError::from(err))
+        }
+        Err(_) => Err(StoreError::timeout(timeouts.command.as_millis() as u64)),
+    }
+}
+
+/// Opens the Pub/Sub connection and subscribes to every channel wanted so far.
+async fn connect(
+    client: &Client,
+    timeouts: &Timeouts,
+    session: &mut Option<Session>,
+    channels: &HashSet<String>,
+    backoff: &mut Backoff,
+    lost: &UnboundedSender<u64>,
+    outbox: &Arc<Outbox>,
+) -> Result<(), StoreError> {
+    let opened = timeout(timeouts.connect, client.get_async_pubsub()).await;
+    let pubsub = match opened.unwrap_or_else(|_| Err(connect_timeout_error())) {
+        Ok(pubsub) => pubsub,
+        Err(err) => {
+            backoff.failed();
+            return Err(connection_error(err));
+        }
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    if !channels.is_empty() {
+        let all: Vec<&String> = channels.iter().collect();
+        match timeout(timeouts.command, sink.subscribe(all)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                backoff.failed();
+                return Err(connection_error(err));
+            }
+            Err(_) => {
+                backoff.failed();
+                return Err(StoreError::timeout(timeouts.command.as_millis() as u64));
+            }
+        }
+    }
+    backoff.succeeded();
+    static SESSIONS: AtomicU64 = AtomicU64::new(0);
+    let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    let outbox = outbox.clone();
+    let lost = lost.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Some(message) = stream.next().await {
+            outbox.push_all([Event::Message {
+                channel: message.get_channel_name().to_string(),
+                payload: text(message.get_payload_bytes().to_vec()),
+            }]);
+        }
+        let _ = lost.send(id);
+    });
+    *session = Some(Session {
+        sink,
+        forwarder,
+        id,
+    });
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The JS <-> Rust boundary. Commands are submitted synchronously; their completions, and
+//! Pub/Sub messages, collect in one outbox per adapter. A weak threadsafe function wakes JS
+//! only when the outbox goes from empty to non-empty, and JS drains the whole batch in one
+//! synchronous call.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use napi::bindgen_prelude::{Array, Null, ToNapiValue};
+use napi::sys;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status, Unknown};
+
+use crate::error::StoreError;
+
+/// Wakes the adapter's JS dispatcher. Weak: it never keeps the event loop alive by itself.
+pub type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>;
+
+/// A command's outcome, or a message; what JS receives for it.
+#[derive(Debug)]
+pub enum Reply {
+    /// Not known yet: the reply will come through a drain.
+    Pending,
+    Null,
+    Text(String),
+    Number(f64),
+    Bool(bool),
+    /// JS sees `[code, message]`: the only array a reply can be.
+    Error(StoreError),
+}
+
+impl ToNapiValue for Reply {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        match val {
+            Reply::Pending => <()>::to_napi_value(env, ()),
+            Reply::Null => Null::to_napi_value(env, Null),
+            Reply::Text(text) => String::to_napi_value(env, text),
+            Reply::Number(n) => f64::to_napi_value(env, n),
+            Reply::Bool(b) => bool::to_napi_value(env, b),
+            Reply::Error(err) => {
+                Vec::<&str>::to_napi_value(env, vec![err.code.as_str(), err.message.as_str()])
+            }
+        }
+    }
+}
+
+impl From<Result<Reply, StoreError>> for Reply {
+    fn from(result: Result<Reply, StoreError>) -> Self {
+        result.unwrap_or_else(Reply::Error)
+    }
+}
+
+/// What crosses to JS in a drain: `[id, reply]` for a command, `[channel, payload]` for a message.
+#[derive(Debug)]
+pub enum Event {
+    Completion {
+        id: u32,
+        reply: Reply,
+    },
+    Message {
+        channel: String,
+        payload: String,
+    },
+    /// An error that belongs to no call, for `onError`: `[null, [code, message]]`.
+    Failure(StoreError),
+}
+
+pub struct Outbox {
+    events: Mutex<Vec<Event>>,
+    wake_pending: AtomicBool,
+    wake: WakeFn,
+}
+
+impl Outbox {
+    pub fn new(wake: WakeFn) -> Self {
+        Outbox {
+            events: Mutex::new(Vec::new()),
+            wake_pending: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    pub fn complete(&self, id: u32, reply: Reply) {
+        self.push_all(std::iter::once(Event::Completion { id, reply }));
+    }
+
+    pub fn push_all(&self, events: impl IntoIterator<Item = Event>) {
+        self.lock().extend(events);
+        // Ring only when JS is not already due to drain: a wake is the costly part.
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A closing environment refuses the call; its adapter is going away with it.
+            let _ = self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        // A panic while holding the lock leaves a plain Vec behind: still consistent.
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything queued so far, flattened as `[idOrChannel, replyOrPayload, ...]`; message
+    /// entries are told apart by a string in the first slot.
+    pub fn drain<'env>(&self, env: &'env Env) -> napi::Result<Array<'env>> {
+        // Cleared before taking, so an event queued after the take rings again.
+        self.wake_pending.store(false, Ordering::Release);
+        let events = std::mem::take(&mut *self.lock());
+        let mut out = env.create_array((events.len() * 2) as u32)?;
+        for (i, event) in events.into_iter().enumerate() {
+            let at = (i * 2) as u32;
+            match event {
+                Event::Completion { id, reply } => {
+                    out.set(at, id)?;
+                    out.set(at + 1, reply)?;
+                }
+                Event::Message { channel, payload } => {
+                    out.set(at, channel)?;
+                    out.set(at + 1, payload)?;
+                }
+                Event::Failure(err) => {
+                    out.set(at, Null)?;
+                    out.set(at + 1, Reply::Error(err))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,103 @@
+//! Error codes of SPEC section 4, and the mapping from Redis failures onto them.
+
+use redis::{ErrorKind, RedisError, ServerError, ServerErrorKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotInteger,
+    Connection,
+    Timeout,
+    Auth,
+    Closed,
+    Redis,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "ERR_STORE_INVALID_ARGUMENT",
+            ErrorCode::NotInteger => "ERR_STORE_NOT_INTEGER",
+            ErrorCode::Connection => "ERR_STORE_CONNECTION",
+            ErrorCode::Timeout => "ERR_STORE_TIMEOUT",
+            ErrorCode::Auth => "ERR_STORE_AUTH",
+            ErrorCode::Closed => "ERR_STORE_CLOSED",
+            ErrorCode::Redis => "ERR_STORE_REDIS",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        StoreError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_integer() -> Self {
+        StoreError::new(ErrorCode::NotInteger, "value is not an integer")
+    }
+
+    pub fn out_of_safe_range() -> Self {
+        StoreError::new(
+            ErrorCode::NotInteger,
+            "increment result is beyond Number.MAX_SAFE_INTEGER",
+        )
+    }
+
+    pub fn timeout(after_ms: u64) -> Self {
+        StoreError::new(
+            ErrorCode::Timeout,
+            format!("no reply from the server within {after_ms} ms"),
+        )
+    }
+
+    pub fn closed() -> Self {
+        StoreError::new(ErrorCode::Closed, "the store adapter is closed")
+    }
+}
+
+/// The connection's own failures. The redis crate's messages carry no credentials: the
+/// connection info is never formatted into them; the JS layer redacts again regardless.
+impl From<RedisError> for StoreError {
+    fn from(err: RedisError) -> Self {
+        let code = match err.kind() {
+            ErrorKind::AuthenticationFailed => ErrorCode::Auth,
+            ErrorKind::Server(_) if is_auth_reply(err.code()) => ErrorCode::Auth,
+            ErrorKind::Server(_) => ErrorCode::Redis,
+            _ if err.is_timeout() => ErrorCode::Timeout,
+            _ => ErrorCode::Connection,
+        };
+        StoreError::new(code, err.to_string())
+    }
+}
+
+fn is_auth_reply(code: Option<&str>) -> bool {
+    matches!(code, Some("NOAUTH" | "WRONGPASS"))
+}
+
+/// An error reply to one command of a pipeline, keeping the server's text.
+pub fn from_server_reply(err: &ServerError) -> StoreError {
+    let (code, detail) = (err.code(), err.details());
+    let text = match detail {
+        Some(detail) => format!("{code} {detail}"),
+        None => code.to_string(),
+    };
+    let code = if is_auth_reply(Some(code)) {
+        ErrorCode::Auth
+    } else if err.kind() == Some(ServerErrorKind::ResponseError)
+        && detail.is_some_and(|d| d.contains("not an integer"))
+    {
+        ErrorCode::NotInteger
+    } else {
+        ErrorCode::Redis
+    };
+    StoreError::new(code, text)
+}
