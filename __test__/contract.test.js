@@ -6,23 +6,12 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { once } = require('node:events')
 const { backends } = require('./helpers/backends.js')
+const { waitUntil, collect } = require('./helpers/wait.js')
 
 const code = (expected, type = Error) => (err) => {
   assert.ok(err instanceof type, `expected a ${type.name}, got ${err && err.constructor.name}`)
   assert.equal(err.code, expected)
   return true
-}
-
-// Resolves with the next `count` messages a callback receives.
-function collect(count) {
-  const messages = []
-  let done
-  const all = new Promise((resolve) => (done = resolve))
-  const callback = (message, channel) => {
-    messages.push({ message, channel })
-    if (messages.length === count) done(messages)
-  }
-  return { callback, all }
 }
 
 let shared = 0
@@ -422,13 +411,4 @@ for (const backend of backends) {
       assert.match(require('node:util').inspect(store), /StoreAdapter/)
     })
   })
-}
-
-// Polls a condition that has no event to await (a TTL running out on the server).
-async function waitUntil(condition, { timeoutMs = 5000, everyMs = 10 } = {}) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, everyMs))
-  }
 }

@@ -1,6 +1,6 @@
 'use strict'
 
-const { invalidArgument, outOfRange } = require('./errors.js')
+const { invalidArgument } = require('./errors.js')
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379'
 const DEFAULT_PORT = 6379
@@ -32,7 +32,7 @@ function optionalString(options, name) {
 
 function integerIn(value, name, min, max) {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw outOfRange(`option "${name}" must be an integer from ${min} to ${max}`)
+    throw invalidArgument(`option "${name}" must be an integer from ${min} to ${max}`)
   }
   return value
 }
@@ -41,7 +41,7 @@ function milliseconds(options, name, fallback) {
   const value = options[name]
   if (value === undefined || value === null) return fallback
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw outOfRange(`option "${name}" must be a positive number of milliseconds`)
+    throw invalidArgument(`option "${name}" must be a positive number of milliseconds`)
   }
   return Math.min(Math.ceil(value), 2 ** 31 - 1)
 }

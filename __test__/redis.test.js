@@ -1,0 +1,265 @@
+'use strict'
+
+// Redis-only behaviour: inputs, interop with other clients, faults from the server itself.
+
+const { describe, it, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const net = require('node:net')
+const { once } = require('node:events')
+const { inspect } = require('node:util')
+const Redis = require('ioredis')
+const { startRedis, freePort } = require('./helpers/redis-server.js')
+const { waitUntil, collect } = require('./helpers/wait.js')
+const { createRedisStoreAdapter } = require('../index.js')
+
+const hasCode = (expected, type = Error) => (err) => {
+  assert.ok(err instanceof type, `expected a ${type.name}, got ${err && err.constructor.name}: ${err && err.message}`)
+  assert.equal(err.code, expected)
+  return true
+}
+
+describe('Redis inputs', () => {
+  const invalid = (input, pattern) =>
+    assert.throws(() => createRedisStoreAdapter(input), (err) => {
+      hasCode('ERR_STORE_INVALID_ARGUMENT', TypeError)(err)
+      if (pattern) assert.match(err.message, pattern)
+      return true
+    })
+
+  it('refuses malformed URLs and options with a coded TypeError', () => {
+    invalid('not a url')
+    invalid('http://127.0.0.1:6379', /scheme/)
+    invalid('redis://127.0.0.1:6379/notadb')
+    invalid('redis://127.0.0.1:99999')
+    invalid(42)
+    invalid([])
+    invalid({ port: 'x' })
+    invalid({ port: 0 })
+    invalid({ db: -1 })
+    invalid({ host: 5 })
+    invalid({ keyPrefix: 1 })
+    invalid({ connectTimeout: -5 })
+    invalid({ commandTimeout: NaN })
+    invalid({ onError: 'x' })
+    invalid({ tls: 'yes' })
+    invalid({ hots: 'typo' }, /unknown Redis option "hots"/)
+  })
+
+  it('refuses cluster and sentinel in this release, and says so', () => {
+    invalid({ cluster: { nodes: ['redis://127.0.0.1:7000'] } }, /cluster.*not supported/)
+    invalid({ sentinel: { sentinels: ['127.0.0.1:26379'], masterName: 'm' } }, /sentinel.*not supported/)
+  })
+
+  it('never puts a password into a factory error', () => {
+    for (const input of ['redis://:hunter2-secret@127.0.0.1:6379/nodb', { url: 'redis://:hunter2-secret@/', port: 'x' }]) {
+      assert.throws(() => createRedisStoreAdapter(input), (err) => {
+        assert.doesNotMatch(`${err.message} ${err.stack} ${inspect(err)}`, /hunter2/)
+        return true
+      })
+    }
+  })
+})
+
+describe('Redis server', () => {
+  let server
+  before(async () => {
+    server = await startRedis()
+  })
+  after(async () => {
+    await server.stop()
+  })
+
+  it('reads REDIS_URL when given nothing', async () => {
+    const saved = process.env.REDIS_URL
+    process.env.REDIS_URL = server.url
+    try {
+      const store = createRedisStoreAdapter()
+      await store.set('from-env', 1)
+      assert.equal(await server.cli('GET', 'from-env'), '1')
+      await store.close()
+    } finally {
+      if (saved === undefined) delete process.env.REDIS_URL
+      else process.env.REDIS_URL = saved
+    }
+  })
+
+  it('takes host/port/db options over the URL, and the db from the URL path', async () => {
+    const byOptions = createRedisStoreAdapter({ url: 'redis://localhost:1/0', host: '127.0.0.1', port: server.port, db: 3 })
+    await byOptions.set('in-db-3', 'x')
+    assert.equal(await server.cli('-n', '3', 'GET', 'in-db-3'), '"x"')
+    const byUrl = createRedisStoreAdapter(`${server.url}/4`)
+    await byUrl.set('in-db-4', 'y')
+    assert.equal(await server.cli('-n', '4', 'GET', 'in-db-4'), '"y"')
+    await Promise.all([byOptions.close(), byUrl.close()])
+  })
+
+  it('interoperates with redis-cli: JSON on the wire, raw strings, TTLs in ms, messages', async () => {
+    const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'app:' })
+    await store.set('greeting', 'hi')
+    await store.set('object', { a: [1, 2] }, { ttl: 2.5 })
+    assert.equal(await server.cli('GET', 'app:greeting'), '"hi"')
+    assert.equal(await server.cli('GET', 'app:object'), '{"a":[1,2]}')
+    const pttl = Number(await server.cli('PTTL', 'app:object'))
+    assert.ok(pttl > 2000 && pttl <= 2500, `PTTL ${pttl}`)
+    assert.equal(await server.cli('TTL', 'app:greeting'), '-1')
+
+    await server.cli('SET', 'app:raw', 'plain text')
+    await server.cli('SET', 'app:json', '{"from":"cli"}')
+    await server.cli('SET', 'app:number', '41')
+    assert.equal(await store.get('raw'), 'plain text')
+    assert.deepEqual(await store.get('json'), { from: 'cli' })
+    assert.equal(await store.increment('number'), 42)
+
+    await store.expire('greeting', 0.25)
+    const greetingTtl = Number(await server.cli('PTTL', 'app:greeting'))
+    assert.ok(greetingTtl > 0 && greetingTtl <= 250, `PTTL ${greetingTtl}`)
+
+    const { callback, all } = collect(2)
+    await store.subscribe('events', callback)
+    await server.cli('PUBLISH', 'app:events', '{"n":1}')
+    await server.cli('PUBLISH', 'app:events', 'not json')
+    assert.deepEqual(await all, [
+      { message: { n: 1 }, channel: 'events' },
+      { message: 'not json', channel: 'events' },
+    ])
+    await store.close()
+  })
+
+  it('unsubscribe drops the server subscription before it resolves', async () => {
+    const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'u:' })
+    const numsub = async () => (await server.cli('PUBSUB', 'NUMSUB', 'u:room')).split('\n')[1]
+    const first = () => {}
+    const second = () => {}
+    await store.subscribe('room', first)
+    await store.subscribe('room', second)
+    assert.equal(await numsub(), '1')
+    await store.unsubscribe('room', first)
+    assert.equal(await numsub(), '1')
+    await store.unsubscribe('room', second)
+    assert.equal(await numsub(), '0')
+    await store.subscribe('room', first)
+    assert.equal(await numsub(), '1')
+    await store.unsubscribe('room')
+    assert.equal(await numsub(), '0')
+    await store.close()
+  })
+
+  it('takes an ioredis instance: its settings, its keyPrefix, and client is that instance', async () => {
+    const ioredis = new Redis({ host: '127.0.0.1', port: server.port, db: 2, keyPrefix: 'io:', lazyConnect: true })
+    const store = createRedisStoreAdapter(ioredis)
+    assert.equal(store.client, ioredis)
+    await store.set('shared', { via: 'kindling' })
+    assert.equal(await server.cli('-n', '2', 'GET', 'io:shared'), '{"via":"kindling"}')
+    await ioredis.connect()
+    assert.equal(await ioredis.get('shared'), '{"via":"kindling"}')
+    await ioredis.set('back', '"from ioredis"')
+    assert.equal(await store.get('back'), 'from ioredis')
+    ioredis.disconnect()
+    await store.close()
+  })
+
+  it('restores subscriptions after CLIENT KILL TYPE pubsub', async () => {
+    const lost = []
+    const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'k:', onError: (err) => lost.push(err) })
+    const numsub = async () => (await server.cli('PUBSUB', 'NUMSUB', 'k:alive')).split('\n')[1]
+    const { callback, all } = collect(1)
+    await store.subscribe('alive', callback)
+    assert.equal(await numsub(), '1')
+    await server.cli('CLIENT', 'KILL', 'TYPE', 'pubsub')
+    await waitUntil(async () => lost.length > 0 && (await numsub()) === '1', { what: 'resubscription' })
+    assert.equal(lost[0].code, 'ERR_STORE_CONNECTION')
+    await server.cli('PUBLISH', 'k:alive', '"after kill"')
+    assert.deepEqual(await all, [{ message: 'after kill', channel: 'alive' }])
+    await store.close()
+  })
+
+  it('times out with ERR_STORE_TIMEOUT while the server is paused, then recovers', async () => {
+    const store = createRedisStoreAdapter({ url: server.url, commandTimeout: 150 })
+    await store.set('paused', 1)
+    await server.cli('CLIENT', 'PAUSE', '1000', 'ALL')
+    const started = Date.now()
+    await assert.rejects(store.get('paused'), hasCode('ERR_STORE_TIMEOUT'))
+    assert.ok(Date.now() - started < 900, 'the timeout fired before the pause ended')
+    await server.cli('CLIENT', 'UNPAUSE')
+    assert.equal(await store.get('paused'), 1)
+    await store.close()
+  })
+})
+
+describe('Redis faults', () => {
+  it('an unreachable server gives ERR_STORE_CONNECTION', async () => {
+    const port = await freePort()
+    const store = createRedisStoreAdapter({ url: `redis://127.0.0.1:${port}`, connectTimeout: 500 })
+    await assert.rejects(store.get('k'), hasCode('ERR_STORE_CONNECTION'))
+    await assert.rejects(store.subscribe('c', () => {}), hasCode('ERR_STORE_CONNECTION'))
+    await store.close()
+  })
+
+  it('a server that accepts but never answers gives a connection or timeout error in time', async () => {
+    const silent = net.createServer(() => {})
+    silent.listen(0, '127.0.0.1')
+    await once(silent, 'listening')
+    const store = createRedisStoreAdapter({ url: `redis://127.0.0.1:${silent.address().port}`, connectTimeout: 200, commandTimeout: 200 })
+    const started = Date.now()
+    await assert.rejects(store.get('k'), (err) => ['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(err.code))
+    assert.ok(Date.now() - started < 2000)
+    await store.close()
+    silent.close()
+  })
+
+  it('a wrong password gives ERR_STORE_AUTH with no trace of it anywhere', async () => {
+    const server = await startRedis('--requirepass', 'right-pass')
+    const warnings = []
+    const onWarning = (w) => warnings.push(`${w.message} ${w.stack}`)
+    process.on('warning', onWarning)
+    try {
+      for (const input of [
+        `redis://:wrong-SECRET-pass@127.0.0.1:${server.port}`,
+        { host: '127.0.0.1', port: server.port, password: 'wrong-SECRET-pass' },
+        { url: `redis://default:wrong%2FSECRET%40pass@127.0.0.1:${server.port}` },
+      ]) {
+        const store = createRedisStoreAdapter(input)
+        const errors = [
+          await store.get('k').catch((e) => e),
+          await store.subscribe('c', () => {}).catch((e) => e),
+        ]
+        for (const err of errors) {
+          hasCode('ERR_STORE_AUTH')(err)
+          const everything = `${err.message}\n${err.stack}\n${inspect(err)}\n${inspect(store)}\n${JSON.stringify(err)}`
+          assert.doesNotMatch(everything, /SECRET/)
+        }
+        await store.close()
+      }
+      const good = createRedisStoreAdapter({ url: server.url, password: 'right-pass' })
+      await good.set('k', 1)
+      assert.equal(await good.get('k'), 1)
+      assert.doesNotMatch(inspect(good), /right-pass/)
+      await good.close()
+      assert.ok(warnings.every((w) => !/SECRET|right-pass/.test(w)))
+    } finally {
+      process.off('warning', onWarning)
+      await server.stop()
+    }
+  })
+
+  it('after SIGKILL and a restart on the same port, commands and subscriptions come back', async () => {
+    const server = await startRedis()
+    const lost = []
+    const store = createRedisStoreAdapter({ url: server.url, onError: (err) => lost.push(err), commandTimeout: 1000 })
+    const numsub = async () => (await server.cli('PUBSUB', 'NUMSUB', 'phoenix')).split('\n')[1]
+    const { callback, all } = collect(1)
+    await store.subscribe('phoenix', callback)
+    await store.set('before', 1)
+    await server.stop('SIGKILL')
+    await assert.rejects(store.get('before'), (err) => ['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(err.code))
+    await server.start()
+    await waitUntil(async () => (await numsub()) === '1', { what: 'resubscription after restart' })
+    await waitUntil(() => store.set('after', 2).then(() => true, () => false), { what: 'commands after restart' })
+    assert.equal(await store.get('after'), 2)
+    await server.cli('PUBLISH', 'phoenix', '"reborn"')
+    assert.deepEqual(await all, [{ message: 'reborn', channel: 'phoenix' }])
+    assert.ok(lost.some((err) => err.code === 'ERR_STORE_CONNECTION'))
+    await store.close()
+    await server.stop()
+  })
+})
