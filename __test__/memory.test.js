@@ -1,0 +1,84 @@
+'use strict'
+
+// Memory-only behaviour: named and private stores, millisecond TTLs, reclaiming expired keys.
+
+const { describe, it } = require('node:test')
+const assert = require('node:assert/strict')
+const { NativeAdapter } = require('../binding.js')
+const { createMemoryStoreAdapter } = require('../index.js')
+const { waitUntil } = require('./helpers/wait.js')
+
+let names = 0
+const uniqueName = () => `memory-test-${process.pid}-${++names}`
+
+// The entries a named store physically holds, expired or not: internal, for reclaim tests.
+function entriesHeld(name) {
+  const probe = NativeAdapter.memory(name, () => {})
+  const count = probe.memoryEntryCount()
+  probe.close()
+  return count
+}
+
+describe('memory store', () => {
+  it('adapters of one name share data; other names and unnamed stores do not', async () => {
+    const name = uniqueName()
+    const a = createMemoryStoreAdapter({ name })
+    const b = createMemoryStoreAdapter({ name })
+    const other = createMemoryStoreAdapter({ name: uniqueName() })
+    const privateOne = createMemoryStoreAdapter()
+    const privateTwo = createMemoryStoreAdapter()
+    await a.set('k', 'shared')
+    assert.equal(await b.get('k'), 'shared')
+    assert.equal(await other.get('k'), null)
+    await privateOne.set('k', 'mine')
+    assert.equal(await privateTwo.get('k'), null)
+    assert.deepEqual(a.client, { backend: 'memory', name })
+    assert.deepEqual(privateOne.client, { backend: 'memory', name: null })
+    await Promise.all([a, b, other, privateOne, privateTwo].map((s) => s.close()))
+  })
+
+  it('a named store keeps its data after every adapter of it closed', async () => {
+    const name = uniqueName()
+    const first = createMemoryStoreAdapter({ name })
+    await first.set('persisted', [1, 2])
+    await first.close()
+    const later = createMemoryStoreAdapter({ name })
+    assert.deepEqual(await later.get('persisted'), [1, 2])
+    await later.close()
+  })
+
+  it('TTLs have sub-second precision', async () => {
+    const store = createMemoryStoreAdapter()
+    await store.set('ms', 1, { ttl: 0.03 })
+    await store.set('second', 1, { ttl: 1 })
+    assert.equal(await store.has('ms'), true)
+    await waitUntil(async () => !(await store.has('ms')), { everyMs: 1 })
+    // A 30 ms TTL ran out while a 1 s one did not: the TTL is not rounded to seconds.
+    assert.equal(await store.has('second'), true)
+    await store.set('tiny', 1, { ttl: 0.0001 })
+    await waitUntil(async () => (await store.get('tiny')) === null, { everyMs: 1 })
+    await store.close()
+  })
+
+  it('reclaims expired keys that nobody reads', async () => {
+    const name = uniqueName()
+    const store = createMemoryStoreAdapter({ name })
+    for (let i = 0; i < 1000; i++) await store.set(`short:${i}`, i, { ttl: 0.02 + (i % 10) / 1000 })
+    await store.set('stays', 'here')
+    await store.set('rewritten', 1, { ttl: 0.02 })
+    await store.set('rewritten', 2)
+    await store.set('expired-later', 1)
+    await store.expire('expired-later', 0.03)
+    assert.equal(entriesHeld(name), 1003)
+    await waitUntil(() => entriesHeld(name) === 2, { what: 'reclaim' })
+    assert.equal(await store.get('stays'), 'here')
+    assert.equal(await store.get('rewritten'), 2)
+    await store.close()
+  })
+
+  it('refuses bad options', () => {
+    for (const bad of [1, 'x', { name: 1 }, { name: '' }, { keyPrefix: 2 }, { onError: 1 }, { nmae: 'typo' }]) {
+      assert.throws(() => createMemoryStoreAdapter(bad), (err) => err instanceof TypeError && err.code === 'ERR_STORE_INVALID_ARGUMENT')
+    }
+  })
+})
