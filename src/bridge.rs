@@ -4,7 +4,7 @@
 //! synchronous call.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{Array, Null, ToNapiValue};
 use napi::sys;
@@ -65,10 +65,16 @@ pub enum Event {
     Failure(StoreError),
 }
 
+// A panic while holding either lock leaves a plain value behind: still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub struct Outbox {
     events: Mutex<Vec<Event>>,
     wake_pending: AtomicBool,
-    wake: WakeFn,
+    /// Taken on close: the threadsafe function holds the JS dispatcher, and with it the adapter.
+    wake: Mutex<Option<WakeFn>>,
 }
 
 impl Outbox {
@@ -76,7 +82,7 @@ impl Outbox {
         Outbox {
             events: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
-            wake,
+            wake: Mutex::new(Some(wake)),
         }
     }
 
@@ -85,17 +91,19 @@ impl Outbox {
     }
 
     pub fn push_all(&self, events: impl IntoIterator<Item = Event>) {
-        self.lock().extend(events);
+        lock(&self.events).extend(events);
         // Ring only when JS is not already due to drain: a wake is the costly part.
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            // A closing environment refuses the call; its adapter is going away with it.
-            let _ = self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            if let Some(wake) = lock(&self.wake).as_ref() {
+                // A closing environment refuses the call; its adapter is going away with it.
+                let _ = wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
-        // A panic while holding the lock leaves a plain Vec behind: still consistent.
-        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    /// After this, events still collect but JS is no longer woken for them.
+    pub fn release_wake(&self) {
+        lock(&self.wake).take();
     }
 
     /// Everything queued so far, flattened as `[idOrChannel, replyOrPayload, ...]`; message
@@ -103,7 +111,7 @@ impl Outbox {
     pub fn drain<'env>(&self, env: &'env Env) -> napi::Result<Array<'env>> {
         // Cleared before taking, so an event queued after the take rings again.
         self.wake_pending.store(false, Ordering::Release);
-        let events = std::mem::take(&mut *self.lock());
+        let events = std::mem::take(&mut *lock(&self.events));
         let mut out = env.create_array((events.len() * 2) as u32)?;
         for (i, event) in events.into_iter().enumerate() {
             let at = (i * 2) as u32;

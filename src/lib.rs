@@ -145,9 +145,17 @@ impl NativeAdapter {
         }
     }
 
-    /// Stops the backend: its connections close once the commands in flight are answered.
+    /// Stops the backend (its connections close once the commands in flight are answered)
+    /// and lets go of the JS dispatcher.
     #[napi]
     pub fn close(&self) {
+        self.stop();
+        self.outbox.release_wake();
+    }
+}
+
+impl NativeAdapter {
+    fn stop(&self) {
         let backend = self
             .backend
             .lock()
@@ -161,6 +169,7 @@ impl NativeAdapter {
 
 impl Drop for NativeAdapter {
     fn drop(&mut self) {
-        self.close();
+        // On environment teardown the threadsafe function is napi's to finalize, not ours.
+        self.stop();
     }
 }

@@ -1,0 +1,196 @@
+'use strict'
+
+// One benchmark measurement in a fresh process, forked by bench/run.js:
+//   argv[2] = JSON { client, case, url, seconds, warmup }
+// Sends one result object over IPC, then lets the process exit on its own.
+
+const { readFileSync } = require('node:fs')
+const { performance } = require('node:perf_hooks')
+const { createRedisStoreAdapter, createMemoryStoreAdapter } = require('..')
+
+const config = JSON.parse(process.argv[2])
+const prefix = `bench:${config.client}:${process.pid}:`
+const CHANNEL = 'bench-channel'
+const CLOCK_TICK_US = 1e6 / 100 // Linux USER_HZ (getconf CLK_TCK) is 100
+// 100 bytes once serialized.
+const VALUE = { id: 4821, user: 'ada.lovelace', email: 'ada@example.com', roles: ['admin', 'editor'], active: true }
+
+// The same calls over every client: set, get, increment, publish, subscribe, close.
+function kindlingClient(store, pubsubStore) {
+  return {
+    set: (key, value, ttl) => store.set(key, value, ttl ? { ttl } : undefined),
+    get: (key) => store.get(key),
+    increment: (key) => store.increment(key),
+    publish: (channel, message) => store.publish(channel, message),
+    subscribe: (channel, onMessage) => pubsubStore().subscribe(channel, onMessage),
+    close: () => Promise.all([store.close(), pubsubStore.created?.close()]),
+  }
+}
+
+function lazy(create) {
+  const get = () => (get.created ??= create())
+  return get
+}
+
+function ioredisClient(url) {
+  const Redis = require('ioredis')
+  const redis = new Redis(url)
+  let subscriber = null
+  return {
+    set: (key, value, ttl) => {
+      const text = JSON.stringify(value)
+      return ttl ? redis.set(prefix + key, text, 'PX', Math.round(ttl * 1000)) : redis.set(prefix + key, text)
+    },
+    get: async (key) => {
+      const text = await redis.get(prefix + key)
+      return text === null ? null : JSON.parse(text)
+    },
+    increment: (key) => redis.incr(prefix + key),
+    publish: (channel, message) => redis.publish(prefix + channel, JSON.stringify(message)),
+    subscribe: async (channel, onMessage) => {
+      subscriber = redis.duplicate()
+      subscriber.on('message', (_, text) => onMessage(JSON.parse(text)))
+      await subscriber.subscribe(prefix + channel)
+    },
+    close: () => Promise.all([redis.quit(), subscriber?.quit()]),
+  }
+}
+
+function makeClient(name, url) {
+  switch (name) {
+    case 'kindling': {
+      const create = () => createRedisStoreAdapter({ url, keyPrefix: prefix })
+      return kindlingClient(create(), lazy(create))
+    }
+    case 'kindling-memory': {
+      const create = () => createMemoryStoreAdapter({ name: prefix, keyPrefix: prefix })
+      return kindlingClient(create(), lazy(create))
+    }
+    case 'ioredis': return ioredisClient(url)
+    default: throw new Error(`unknown client ${name}`)
+  }
+}
+
+// `inFlight` workers, each looping `await op(worker)` until the deadline. The deadline is
+// checked in the loop, not by a timer: an in-process store resolves at once, and a loop of
+// already-resolved awaits never lets a timer run.
+async function loop(inFlight, seconds, op) {
+  const end = performance.now() + seconds * 1000
+  let calls = 0
+  const worker = async (w) => {
+    while (performance.now() < end) {
+      await op(w)
+      calls++
+    }
+  }
+  await Promise.all(Array.from({ length: inFlight }, (_, w) => worker(w)))
+  return calls
+}
+
+// Main thread only: /proc/self/task/<pid>/stat, utime + stime in clock ticks.
+function mainThreadCpuUs() {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US
+}
+
+// Runs `count` (which resolves to the number of ops done) and measures it: wall time,
+// process CPU (every thread), main-thread CPU, and event-loop utilization.
+async function measure(count) {
+  const cpu = process.cpuUsage()
+  const mainCpu = mainThreadCpuUs()
+  const elu = performance.eventLoopUtilization()
+  const start = performance.now()
+  const ops = await count()
+  const seconds = (performance.now() - start) / 1000
+  const cpuDelta = process.cpuUsage(cpu)
+  return {
+    ops,
+    seconds,
+    opsPerSec: ops / seconds,
+    cpuUsPerOp: (cpuDelta.user + cpuDelta.system) / ops,
+    mainCpuUsPerOp: (mainThreadCpuUs() - mainCpu) / ops,
+    elu: performance.eventLoopUtilization(elu).utilization,
+  }
+}
+
+// Warm up, then measure; `opsPerCall` ops per call of `op`.
+async function timedLoop(inFlight, opsPerCall, op) {
+  await loop(inFlight, config.warmup, op)
+  return measure(async () => opsPerCall * (await loop(inFlight, config.seconds, op)))
+}
+
+async function setGet(client, inFlight) {
+  let mismatches = 0
+  const result = await timedLoop(inFlight, 2, async (w) => {
+    await client.set(`sg:${w}`, VALUE, 60)
+    const got = await client.get(`sg:${w}`)
+    if (got === null || got.id !== VALUE.id || got.email !== VALUE.email) mismatches++
+  })
+  if (mismatches > 0) throw new Error(`${mismatches} get calls did not return the value just set`)
+  return result
+}
+
+async function increment(client, inFlight) {
+  let calls = 0
+  let highest = 0
+  const result = await timedLoop(inFlight, 1, async () => {
+    const n = await client.increment('counter')
+    calls++
+    if (n > highest) highest = n
+  })
+  if (highest !== calls) throw new Error(`${calls} increments, but the counter reached ${highest}`)
+  return result
+}
+
+// One publisher, one subscriber (another connection / adapter) in this process. Each message
+// carries a sequence number and its send time; counts messages received, not publishes.
+async function pubsub(client, inFlight) {
+  let published = 0
+  let received = 0
+  let highestSeq = -1
+  let reordered = 0
+  let measuring = false
+  const latencies = []
+  await client.subscribe(CHANNEL, (message) => {
+    received++
+    if (message.seq < highestSeq) reordered++
+    else highestSeq = message.seq
+    if (measuring) latencies.push(performance.now() - message.t)
+  })
+  const publish = () => client.publish(CHANNEL, { seq: published++, t: performance.now(), data: VALUE })
+  await loop(inFlight, config.warmup, publish)
+  const result = await measure(async () => {
+    const before = received
+    measuring = true
+    await loop(inFlight, config.seconds, publish)
+    measuring = false
+    return received - before
+  })
+  // Let the last messages arrive, for at most 5 s.
+  for (let waited = 0; received < published && waited < 5000; waited += 10) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  latencies.sort((a, b) => a - b)
+  result.p99Ms = latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]
+  Object.assign(result, { published, received, lost: published - received, reordered })
+  return result
+}
+
+const cases = {
+  'setget-1': (client) => setGet(client, 1),
+  'setget-64': (client) => setGet(client, 64),
+  'incr-64': (client) => increment(client, 64),
+  'pubsub-256': (client) => pubsub(client, 256),
+}
+
+async function main() {
+  const client = makeClient(config.client, config.url)
+  const result = await cases[config.case](client)
+  await client.close()
+  process.send(result, () => process.disconnect())
+}
+
+main().catch((err) => {
+  process.send({ error: err && err.stack ? err.stack : String(err) }, () => process.exit(1))
+})

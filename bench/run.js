@@ -1,0 +1,289 @@
+'use strict'
+
+// Kindling against plain ioredis on a private redis-server; every measurement runs in a fresh
+// child process (bench/client.js).
+//
+//   node bench/run.js [--write]      --write also rewrites BENCHMARKS.md
+//   env BENCH_SECONDS (3)            measured seconds per run, after a 0.5 s warmup
+//   env BENCH_RUNS (3)               runs per client and case, in alternating order
+
+const { spawn, fork, execFileSync } = require('node:child_process')
+const { once } = require('node:events')
+const fs = require('node:fs')
+const net = require('node:net')
+const path = require('node:path')
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
+const RUNS = Number(process.env.BENCH_RUNS ?? 3)
+const WARMUP = 0.5
+const CHILD_TIMEOUT_MS = Math.max(60, 2 * SECONDS + 20) * 1000
+const WRITE = process.argv.includes('--write')
+const ROOT = path.join(__dirname, '..')
+
+const CASES = [
+  { id: 'setget-1', title: 'set+get, 1 in flight', unit: 'ops/s', clients: ['kindling', 'ioredis', 'kindling-memory'] },
+  { id: 'setget-64', title: 'set+get, 64 in flight', unit: 'ops/s', clients: ['kindling', 'ioredis', 'kindling-memory'] },
+  { id: 'incr-64', title: 'increment, 64 in flight', unit: 'ops/s', clients: ['kindling', 'ioredis'] },
+  { id: 'pubsub-256', title: 'Pub/Sub, 256 publishes in flight', unit: 'msg/s', clients: ['kindling', 'ioredis'] },
+]
+const LABELS = { kindling: 'kindling', ioredis: 'ioredis', 'kindling-memory': 'kindling-memory (in-process)' }
+
+// Child processes still running, killed if this process exits early.
+const live = new Set()
+process.on('exit', () => live.forEach((child) => child.kill('SIGKILL')))
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
+
+// --- redis-server -----------------------------------------------------------------------
+
+async function freePort() {
+  const server = net.createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address()
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+async function startRedis() {
+  const port = await freePort()
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  live.add(child)
+  let log = ''
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis-server not ready after 10 s:\n${log}`)), 10_000)
+    child.stdout.on('data', (chunk) => {
+      log = (log + chunk).slice(-10_000)
+      if (log.includes('Ready to accept connections')) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    child.once('error', reject)
+    child.once('exit', (code, signal) => reject(new Error(`redis-server exited (${signal ?? code}):\n${log}`)))
+  })
+  return { url: `redis://127.0.0.1:${port}`, child }
+}
+
+async function stop(child) {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = once(child, 'exit')
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+    await exited
+    clearTimeout(timer)
+  }
+  live.delete(child)
+}
+
+// --- one measurement in a child process ------------------------------------------------
+
+// Resolves to the child's result, or to { error } when it fails, crashes or overruns.
+function runChild(config) {
+  return new Promise((resolve) => {
+    const child = fork(path.join(__dirname, 'client.js'), [JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    live.add(child)
+    let output = ''
+    const collect = (chunk) => (output = (output + chunk).slice(-4000))
+    child.stdout.on('data', collect)
+    child.stderr.on('data', collect)
+    let result = null
+    child.on('message', (message) => (result = message))
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, CHILD_TIMEOUT_MS)
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      live.delete(child)
+      const log = output.trim()
+      let error = null
+      if (timedOut) error = `no ${result ? 'exit after its result' : 'result'} within ${CHILD_TIMEOUT_MS / 1000} s; killed`
+      else if (result && result.error) error = result.error
+      else if (!result || code !== 0) error = `exited with ${signal ?? `code ${code}`}${result ? '' : ' and no result'}`
+      resolve(error ? { error, log } : { ...result, log })
+    })
+  })
+}
+
+// --- statistics and tables -------------------------------------------------------------
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+const sum = (xs) => xs.reduce((a, b) => a + b, 0)
+
+function summarize(runs) {
+  const ok = runs.filter((r) => !r.error)
+  const failed = runs.length - ok.length
+  if (ok.length === 0) return { failed }
+  const of = (field) => ok.map((r) => r[field])
+  const rates = of('opsPerSec')
+  const mid = median(rates)
+  return {
+    failed,
+    median: mid,
+    spread: (Math.max(...rates) - Math.min(...rates)) / mid,
+    cpuUsPerOp: median(of('cpuUsPerOp')),
+    mainCpuUsPerOp: median(of('mainCpuUsPerOp')),
+    elu: median(of('elu')),
+    p99Ms: ok[0].p99Ms === undefined ? undefined : median(of('p99Ms')),
+    published: sum(of('published')),
+    lost: sum(of('lost')),
+    reordered: sum(of('reordered')),
+  }
+}
+
+const int = (n) => Math.round(n).toLocaleString('en-US')
+const fixed = (n, digits = 1) => (n === undefined ? '–' : n.toFixed(digits))
+const percent = (n) => `${(n * 100).toFixed(1)} %`
+const row = (cells) => `| ${cells.join(' | ')} |`
+
+function tables(summaries) {
+  const main = [
+    row(['case', 'client', 'median', 'spread', 'CPU µs/op (process)', 'CPU µs/op (main thread)', 'event-loop util.', 'kindling ÷ ioredis']),
+    row(['---', '---', '---:', '---:', '---:', '---:', '---:', '---:']),
+  ]
+  const pubsub = [
+    row(['client', 'msg/s (median)', 'p99 latency ms (median)', 'published', 'lost', 'reordered']),
+    row(['---', '---:', '---:', '---:', '---:', '---:']),
+  ]
+  for (const c of CASES) {
+    const ioredis = summaries.get(`${c.id}/ioredis`)
+    for (const client of c.clients) {
+      const s = summaries.get(`${c.id}/${client}`)
+      const failed = s.failed ? ` (${s.failed}/${RUNS} runs failed)` : ''
+      if (s.median === undefined) {
+        main.push(row([c.title, LABELS[client], `**failed**${failed}`, '–', '–', '–', '–', '–']))
+        continue
+      }
+      const ratio = client === 'kindling' && ioredis.median ? `${(s.median / ioredis.median).toFixed(2)}×` : ''
+      main.push(row([c.title, LABELS[client], `${int(s.median)} ${c.unit}${failed}`, percent(s.spread),
+        fixed(s.cpuUsPerOp), fixed(s.mainCpuUsPerOp), fixed(s.elu, 2), ratio]))
+      if (c.id === 'pubsub-256') {
+        pubsub.push(row([LABELS[client], int(s.median), fixed(s.p99Ms), int(s.published), int(s.lost), int(s.reordered)]))
+      }
+    }
+  }
+  return `${main.join('\n')}\n\nPub/Sub detail (published, lost and reordered are totals over all runs, warmup included):\n\n${pubsub.join('\n')}\n`
+}
+
+// Failed runs, lost or reordered messages, and anything a child wrote to stdout/stderr.
+function problems(results, summaries) {
+  const lines = []
+  for (const [key, runs] of results) {
+    runs.forEach((r, i) => {
+      if (r.error) lines.push(`- ${key} run ${i + 1} FAILED: ${r.error.split('\n').join('\n  ')}`)
+      if (r.log) lines.push(`- ${key} run ${i + 1} output:\n\n  \`\`\`\n  ${r.log.split('\n').slice(-15).join('\n  ')}\n  \`\`\``)
+    })
+    const s = summaries.get(key)
+    if (s.lost || s.reordered) lines.push(`- ${key}: ${s.lost} messages lost, ${s.reordered} reordered`)
+  }
+  return lines
+}
+
+// --- the report --------------------------------------------------------------------------
+
+const tryRun = (file, args) => {
+  try {
+    return execFileSync(file, args, { cwd: ROOT, encoding: 'utf8' }).trim()
+  } catch {
+    return 'unknown'
+  }
+}
+
+function machine() {
+  const cpuModel = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m) || [])[1] ?? 'unknown'
+  return [
+    `- CPUs (nproc): ${tryRun('nproc', [])}, model: ${cpuModel}`,
+    `- Node.js ${process.version}, redis-server ${(tryRun('redis-server', ['--version']).match(/v=(\S+)/) || [])[1] ?? 'unknown'}, ioredis ${require('ioredis/package.json').version}`,
+    `- kindling at commit ${tryRun('git', ['rev-parse', '--short', 'HEAD'])}, run ${new Date().toISOString().slice(0, 10)}`,
+  ].join('\n')
+}
+
+function command() {
+  const env = ['BENCH_SECONDS', 'BENCH_RUNS'].filter((name) => process.env[name] !== undefined).map((name) => `${name}=${process.env[name]} `)
+  return `${env.join('')}node bench/run.js ${process.argv.slice(2).join(' ')}`.trim()
+}
+
+function benchmarksMarkdown(table, issues) {
+  return `# Benchmarks
+
+Kindling's Redis adapter against plain ioredis 5 doing its own \`JSON.stringify\`/\`JSON.parse\`,
+both against one private \`redis-server\` on loopback started by the harness, each measurement in
+a fresh Node.js process. The in-process memory adapter is shown for scale: it does no I/O.
+
+## Machine
+
+${machine()}
+
+## Command
+
+\`\`\`
+${command()}
+\`\`\`
+
+${RUNS} runs per client and case, in alternating client order; each run is ${WARMUP} s of warmup, then
+${SECONDS} s measured.
+
+## Results
+
+${table}
+## Notes
+
+- "N in flight": N async workers, each looping \`await op()\`. A set+get pair counts as 2 ops;
+  the value is a 100-byte JSON object, set with a 60 s TTL (\`SET … PX 60000\`).
+- Median of the runs; spread = (max − min) / median of the runs' ops/s.
+- CPU µs/op (process) is \`process.cpuUsage()\` (user + system, every thread of the client
+  process: this includes Kindling's Rust I/O thread, libuv and V8 helper threads) over the
+  measured window, divided by ops. CPU µs/op (main thread) is the JS thread alone, from
+  \`/proc/self/task/<pid>/stat\` (10 ms ticks). Event-loop utilization is
+  \`performance.eventLoopUtilization()\` over the same window. Redis's own CPU is not counted.
+- Pub/Sub: one publisher and one subscriber (a second adapter, or an ioredis \`duplicate()\`)
+  in the same process; every message carries a sequence number and its send time. msg/s counts
+  messages received during the measured window; latency is publish call to callback.
+- The machine is small: redis-server, the Node.js main thread and Kindling's I/O thread share
+  ${tryRun('nproc', [])} CPUs, so figures are load-dependent; compare the ratio more than absolute numbers.
+- The memory adapter answers inside the call, so its loops never wait on I/O; it measures
+  the JS and native call overhead only.
+${issues.length ? `\n## Problems seen in this run\n\n${issues.join('\n')}\n` : ''}`
+}
+
+// --- main --------------------------------------------------------------------------------
+
+async function main() {
+  if (!(SECONDS > 0) || !Number.isInteger(RUNS) || RUNS < 1) throw new Error('BENCH_SECONDS must be > 0 and BENCH_RUNS an integer ≥ 1')
+  const redis = await startRedis()
+  const results = new Map()
+  try {
+    for (const c of CASES) {
+      for (let run = 0; run < RUNS; run++) {
+        const order = run % 2 === 0 ? c.clients : [...c.clients].reverse()
+        for (const client of order) {
+          const key = `${c.id}/${client}`
+          process.stderr.write(`${key} run ${run + 1}/${RUNS}: `)
+          const result = await runChild({ client, case: c.id, url: redis.url, seconds: SECONDS, warmup: WARMUP })
+          process.stderr.write(result.error ? `FAILED: ${result.error.split('\n')[0]}\n` : `${int(result.opsPerSec)} ${c.unit}\n`)
+          if (!results.has(key)) results.set(key, [])
+          results.get(key).push(result)
+        }
+      }
+    }
+  } finally {
+    await stop(redis.child)
+  }
+  const summaries = new Map([...results].map(([key, runs]) => [key, summarize(runs)]))
+  const table = tables(summaries)
+  const issues = problems(results, summaries)
+  process.stdout.write(`\n${table}${issues.length ? `\nProblems:\n${issues.join('\n')}\n` : ''}`)
+  if (WRITE) fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), benchmarksMarkdown(table, issues))
+  const failed = [...summaries.values()].some((s) => s.failed || s.lost || s.reordered)
+  process.exitCode = failed ? 1 : 0
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
