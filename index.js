@@ -47,6 +47,8 @@ function serialize(value, what) {
 
 function checkName(name, what) {
   if (typeof name !== 'string') throw invalidArgument(`${what} must be a string, got ${name === null ? 'null' : typeof name}`)
+  // A lone surrogate has no UTF-8 form: two such names would silently become one.
+  if (!name.isWellFormed()) throw invalidArgument(`${what} must be well-formed Unicode (it has a lone surrogate)`)
 }
 
 function checkCallback(callback) {

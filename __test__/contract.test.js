@@ -169,6 +169,13 @@ for (const backend of backends) {
         }
       })
 
+      it('names with a lone surrogate are refused rather than merged', async () => {
+        await assert.rejects(store.set('\uD800', 1), code('ERR_STORE_INVALID_ARGUMENT', TypeError))
+        await assert.rejects(store.publish('a\uDC00', 1), code('ERR_STORE_INVALID_ARGUMENT', TypeError))
+        await store.set('\uD83D\uDE00', 'a whole pair is fine')
+        assert.equal(await store.get('\uD83D\uDE00'), 'a whole pair is fine')
+      })
+
       it('calls never throw synchronously', () => {
         assert.doesNotThrow(() => store.get(1).catch(() => {}))
         assert.doesNotThrow(() => store.set('k', undefined).catch(() => {}))

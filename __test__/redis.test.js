@@ -5,6 +5,8 @@
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
 const { once } = require('node:events')
 const { inspect } = require('node:util')
 const Redis = require('ioredis')
@@ -183,6 +185,23 @@ describe('Redis server', () => {
     await server.cli('CLIENT', 'UNPAUSE')
     assert.equal(await store.get('paused'), 1)
     await store.close()
+  })
+})
+
+describe('Redis over a unix socket', () => {
+  it('connects with unix:// and redis+unix:// URLs', async () => {
+    const socket = path.join(os.tmpdir(), `kindling-${process.pid}.sock`)
+    const server = await startRedis('--unixsocket', socket, '--unixsocketperm', '700')
+    try {
+      for (const url of [`unix://${socket}`, `redis+unix://${socket}`]) {
+        const store = createRedisStoreAdapter(url)
+        await store.set('via-socket', url)
+        assert.equal(await server.cli('GET', 'via-socket'), JSON.stringify(url))
+        await store.close()
+      }
+    } finally {
+      await server.stop()
+    }
   })
 })
 

@@ -147,7 +147,7 @@ function tables(summaries) {
     row(['---', '---', '---:', '---:', '---:', '---:', '---:', '---:']),
   ]
   const pubsub = [
-    row(['client', 'msg/s (median)', 'p99 latency ms (median)', 'published', 'lost', 'reordered']),
+    row(['client', 'msg/s (median)', 'p99 latency ms (median)', 'published', 'lost', 'out of order']),
     row(['---', '---:', '---:', '---:', '---:', '---:']),
   ]
   for (const c of CASES) {
@@ -175,7 +175,7 @@ function problems(results, summaries) {
   const lines = []
   for (const [key, runs] of results) {
     runs.forEach((r, i) => {
-      if (r.error) lines.push(`- ${key} run ${i + 1} FAILED: ${r.error.split('\n').join('\n  ')}`)
+      if (r.error) lines.push(`- ${key} run ${i + 1} FAILED: ${r.error.split('\n').slice(0, 4).join('\n  ')}`)
       if (r.log) lines.push(`- ${key} run ${i + 1} output:\n\n  \`\`\`\n  ${r.log.split('\n').slice(-15).join('\n  ')}\n  \`\`\``)
     })
     const s = summaries.get(key)
@@ -188,7 +188,7 @@ function problems(results, summaries) {
 
 const tryRun = (file, args) => {
   try {
-    return execFileSync(file, args, { cwd: ROOT, encoding: 'utf8' }).trim()
+    return execFileSync(file, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
   } catch {
     return 'unknown'
   }

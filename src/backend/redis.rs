@@ -224,10 +224,17 @@ async fn serve_commands(
                     link.broken.clone(),
                 ));
             }
-            Err(err) => outbox.push_all(requests.into_iter().map(|r| Event::Completion {
-                id: r.id,
-                reply: Reply::Error(err.clone()),
-            })),
+            Err(err) => {
+                // Everything that queued meanwhile fails too, so nothing piles up while down.
+                let mut failed = requests;
+                while let Ok(request) = queue.try_recv() {
+                    failed.push(request);
+                }
+                outbox.push_all(failed.into_iter().map(|r| Event::Completion {
+                    id: r.id,
+                    reply: Reply::Error(err.clone()),
+                }));
+            }
         }
     }
 }
@@ -389,9 +396,8 @@ async fn serve_subscriptions(
                 ))]);
             }
             _ = sleep_until(backoff.next_attempt), if want_reconnect => {
-                if let Err(err) = connect(&client, &timeouts, &mut session, &channels, &mut backoff, &lost_tx, &outbox).await {
-                    outbox.push_all([Event::Failure(err)]);
-                }
+                // The loss was reported once; failed attempts only lengthen the backoff.
+                let _ = connect(&client, &timeouts, &mut session, &channels, &mut backoff, &lost_tx, &outbox).await;
             }
         }
     }

@@ -1,0 +1,56 @@
+'use strict'
+
+// rediss:// against a local redis-server with TLS and a certificate made in the test.
+
+const { describe, it, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const { startRedis, freePort } = require('./helpers/redis-server.js')
+const { makeCertificates } = require('./helpers/certificates.js')
+const { createRedisStoreAdapter } = require('../index.js')
+
+describe('TLS', () => {
+  let server
+  let certs
+  let tlsPort
+  before(async () => {
+    certs = makeCertificates()
+    tlsPort = await freePort()
+    server = await startRedis('--port', '0', '--tls-port', String(tlsPort), '--tls-cert-file', certs.files.cert,
+      '--tls-key-file', certs.files.key, '--tls-ca-cert-file', certs.files.ca, '--tls-auth-clients', 'no')
+  })
+  after(async () => {
+    await server.stop()
+    certs.remove()
+  })
+
+  it('works with the right CA, for commands and Pub/Sub', async () => {
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca } })
+    await store.set('secure', { ok: true })
+    assert.deepEqual(await store.get('secure'), { ok: true })
+    let received
+    const message = new Promise((resolve) => (received = resolve))
+    await store.subscribe('secure-channel', received)
+    await store.publish('secure-channel', 'over tls')
+    assert.equal(await message, 'over tls')
+    await store.close()
+  })
+
+  it('refuses a server certificate from another CA', async () => {
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.otherCa }, connectTimeout: 2000 })
+    await assert.rejects(store.get('secure'), (err) => err.code === 'ERR_STORE_CONNECTION')
+    await store.close()
+  })
+
+  it('refuses a server certificate no trusted root signed', async () => {
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, connectTimeout: 2000 })
+    await assert.rejects(store.get('secure'), (err) => err.code === 'ERR_STORE_CONNECTION')
+    await store.close()
+  })
+
+  it('skips verification only when rejectUnauthorized is false', async () => {
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { rejectUnauthorized: false } })
+    await store.set('unverified', 1)
+    assert.equal(await store.get('unverified'), 1)
+    await store.close()
+  })
+})
