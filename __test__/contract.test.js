@@ -7,12 +7,7 @@ const assert = require('node:assert/strict')
 const { once } = require('node:events')
 const { backends } = require('./helpers/backends.js')
 const { waitUntil, collect } = require('./helpers/wait.js')
-
-const code = (expected, type = Error) => (err) => {
-  assert.ok(err instanceof type, `expected a ${type.name}, got ${err && err.constructor.name}`)
-  assert.equal(err.code, expected)
-  return true
-}
+const { hasCode: code } = require('./helpers/expect.js')
 
 let shared = 0
 

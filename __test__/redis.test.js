@@ -12,13 +12,8 @@ const { inspect } = require('node:util')
 const Redis = require('ioredis')
 const { startRedis, freePort } = require('./helpers/redis-server.js')
 const { waitUntil, collect } = require('./helpers/wait.js')
+const { hasCode } = require('./helpers/expect.js')
 const { createRedisStoreAdapter } = require('../index.js')
-
-const hasCode = (expected, type = Error) => (err) => {
-  assert.ok(err instanceof type, `expected a ${type.name}, got ${err && err.constructor.name}: ${err && err.message}`)
-  assert.equal(err.code, expected)
-  return true
-}
 
 describe('Redis inputs', () => {
   const invalid = (input, pattern) =>
