@@ -17,6 +17,8 @@ const SUBSCRIBE = 7
 const UNSUBSCRIBE = 8
 
 const MAX_ID = 0xffffffff
+// Events settled per turn of the event loop; a longer backlog continues on the next turn.
+const DRAIN_LIMIT = 16384
 const noop = () => {}
 
 // A stored value that is not JSON (written by another client) comes back as the raw string.
@@ -101,7 +103,7 @@ class StoreAdapter {
     this.#client = client
     this.#description = description
     this.#secrets = secrets
-    this.#native = createNative(() => this.#dispatch())
+    this.#native = createNative(this.#dispatch)
   }
 
   get client() {
@@ -242,9 +244,9 @@ class StoreAdapter {
     })
   }
 
-  // Called by the native wake; settles every completion and delivers every message queued.
-  #dispatch() {
-    const events = this.#native.drain()
+  // Called by the native wake; settles the completions and delivers the messages queued.
+  #dispatch = () => {
+    const events = this.#native.drain(DRAIN_LIMIT)
     for (let i = 0; i < events.length; i += 2) {
       const head = events[i]
       const body = events[i + 1]
@@ -252,6 +254,7 @@ class StoreAdapter {
       else if (typeof head === 'string') this.#deliver(head, body)
       else this.#report(fromNative(body, this.#secrets))
     }
+    if (events.length === DRAIN_LIMIT * 2) setImmediate(this.#dispatch)
     if (this.#pending.size === 0) {
       this.#refreshKeepAlive()
       if (this.#whenIdle) this.#whenIdle()

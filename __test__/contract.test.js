@@ -261,6 +261,18 @@ for (const backend of backends) {
         await store.unsubscribe('ordered')
       })
 
+      it('delivers a backlog longer than one drain batch, complete and in order', async () => {
+        const count = 40000
+        const { callback, all } = collect(count)
+        await store.subscribe('flood', callback)
+        const publishes = []
+        for (let i = 0; i < count; i++) publishes.push(store.publish('flood', i))
+        await Promise.all(publishes)
+        const messages = await all
+        assert.ok(messages.every((m, i) => m.message === i), 'every message, in publish order')
+        await store.unsubscribe('flood')
+      })
+
       it('reaches subscribers of another adapter', async () => {
         const options = sharedOptions()
         const publisher = backend.create(options)

@@ -5,7 +5,7 @@
 // Sends one result object over IPC, then lets the process exit on its own.
 
 const { readFileSync } = require('node:fs')
-const { performance } = require('node:perf_hooks')
+const { performance, monitorEventLoopDelay } = require('node:perf_hooks')
 const { createRedisStoreAdapter, createMemoryStoreAdapter } = require('..')
 
 const config = JSON.parse(process.argv[2])
@@ -140,10 +140,12 @@ async function increment(client, inFlight) {
 }
 
 // One publisher, one subscriber (another connection / adapter) in this process. Each message
-// carries a sequence number and its send time; counts messages received, not publishes.
+// carries a sequence number and its send time; counts messages received, not publishes. Also
+// records how far the subscriber fell behind, and the longest event-loop stall.
 async function pubsub(client, inFlight) {
   let published = 0
   let received = 0
+  let maxBacklog = 0
   let highestSeq = -1
   let reordered = 0
   let measuring = false
@@ -154,12 +156,18 @@ async function pubsub(client, inFlight) {
     else highestSeq = message.seq
     if (measuring) latencies.push(performance.now() - message.t)
   })
-  const publish = () => client.publish(CHANNEL, { seq: published++, t: performance.now(), data: VALUE })
+  const publish = async () => {
+    await client.publish(CHANNEL, { seq: published++, t: performance.now(), data: VALUE })
+    if (published - received > maxBacklog) maxBacklog = published - received
+  }
   await loop(inFlight, config.warmup, publish)
+  const delay = monitorEventLoopDelay({ resolution: 10 })
   const result = await measure(async () => {
     const before = received
     measuring = true
+    delay.enable()
     await loop(inFlight, config.seconds, publish)
+    delay.disable()
     measuring = false
     return received - before
   })
@@ -169,7 +177,7 @@ async function pubsub(client, inFlight) {
   }
   latencies.sort((a, b) => a - b)
   result.p99Ms = latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]
-  Object.assign(result, { published, received, lost: published - received, reordered })
+  Object.assign(result, { published, received, lost: published - received, reordered, maxBacklog, maxLoopDelayMs: delay.max / 1e6 })
   return result
 }
 

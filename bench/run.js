@@ -6,12 +6,13 @@
 //   node bench/run.js [--write]      --write also rewrites BENCHMARKS.md
 //   env BENCH_SECONDS (3)            measured seconds per run, after a 0.5 s warmup
 //   env BENCH_RUNS (3)               runs per client and case, in alternating order
+//   env BENCH_CASES (all)            comma-separated case ids, e.g. setget-1,pubsub-256
 
-const { spawn, fork, execFileSync } = require('node:child_process')
+const { fork, execFileSync } = require('node:child_process')
 const { once } = require('node:events')
 const fs = require('node:fs')
-const net = require('node:net')
 const path = require('node:path')
+const { startRedis } = require('../__test__/helpers/redis-server.js')
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
@@ -26,55 +27,14 @@ const CASES = [
   { id: 'incr-64', title: 'increment, 64 in flight', unit: 'ops/s', clients: ['kindling', 'ioredis'] },
   { id: 'pubsub-256', title: 'Pub/Sub, 256 publishes in flight', unit: 'msg/s', clients: ['kindling', 'ioredis'] },
 ]
+const ONLY = process.env.BENCH_CASES ? process.env.BENCH_CASES.split(',') : null
+const SELECTED = ONLY ? CASES.filter((c) => ONLY.includes(c.id)) : CASES
 const LABELS = { kindling: 'kindling', ioredis: 'ioredis', 'kindling-memory': 'kindling-memory (in-process)' }
 
 // Child processes still running, killed if this process exits early.
 const live = new Set()
 process.on('exit', () => live.forEach((child) => child.kill('SIGKILL')))
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
-
-// --- redis-server -----------------------------------------------------------------------
-
-async function freePort() {
-  const server = net.createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address()
-  server.close()
-  await once(server, 'close')
-  return port
-}
-
-async function startRedis() {
-  const port = await freePort()
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
-  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'inherit'] })
-  live.add(child)
-  let log = ''
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`redis-server not ready after 10 s:\n${log}`)), 10_000)
-    child.stdout.on('data', (chunk) => {
-      log = (log + chunk).slice(-10_000)
-      if (log.includes('Ready to accept connections')) {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    child.once('error', reject)
-    child.once('exit', (code, signal) => reject(new Error(`redis-server exited (${signal ?? code}):\n${log}`)))
-  })
-  return { url: `redis://127.0.0.1:${port}`, child }
-}
-
-async function stop(child) {
-  if (child.exitCode === null && child.signalCode === null) {
-    const exited = once(child, 'exit')
-    child.kill('SIGTERM')
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
-    await exited
-    clearTimeout(timer)
-  }
-  live.delete(child)
-}
 
 // --- one measurement in a child process ------------------------------------------------
 
@@ -130,6 +90,8 @@ function summarize(runs) {
     mainCpuUsPerOp: median(of('mainCpuUsPerOp')),
     elu: median(of('elu')),
     p99Ms: ok[0].p99Ms === undefined ? undefined : median(of('p99Ms')),
+    maxBacklog: Math.max(...of('maxBacklog')),
+    maxLoopDelayMs: Math.max(...of('maxLoopDelayMs')),
     published: sum(of('published')),
     lost: sum(of('lost')),
     reordered: sum(of('reordered')),
@@ -147,10 +109,10 @@ function tables(summaries) {
     row(['---', '---', '---:', '---:', '---:', '---:', '---:', '---:']),
   ]
   const pubsub = [
-    row(['client', 'msg/s (median)', 'p99 latency ms (median)', 'published', 'lost', 'out of order']),
-    row(['---', '---:', '---:', '---:', '---:', '---:']),
+    row(['client', 'msg/s (median)', 'p99 latency ms (median)', 'max backlog (msgs)', 'max event-loop delay ms', 'published', 'lost', 'out of order']),
+    row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
   ]
-  for (const c of CASES) {
+  for (const c of SELECTED) {
     const ioredis = summaries.get(`${c.id}/ioredis`)
     for (const client of c.clients) {
       const s = summaries.get(`${c.id}/${client}`)
@@ -163,11 +125,12 @@ function tables(summaries) {
       main.push(row([c.title, LABELS[client], `${int(s.median)} ${c.unit}${failed}`, percent(s.spread),
         fixed(s.cpuUsPerOp), fixed(s.mainCpuUsPerOp), fixed(s.elu, 2), ratio]))
       if (c.id === 'pubsub-256') {
-        pubsub.push(row([LABELS[client], int(s.median), fixed(s.p99Ms), int(s.published), int(s.lost), int(s.reordered)]))
+        pubsub.push(row([LABELS[client], int(s.median), fixed(s.p99Ms), int(s.maxBacklog), fixed(s.maxLoopDelayMs), int(s.published), int(s.lost), int(s.reordered)]))
       }
     }
   }
-  return `${main.join('\n')}\n\nPub/Sub detail (published, lost and reordered are totals over all runs, warmup included):\n\n${pubsub.join('\n')}\n`
+  const detail = 'Pub/Sub detail (max backlog and max delay: worst over the runs; published, lost and out of order: totals over all runs, warmup included):'
+  return `${main.join('\n')}\n${pubsub.length > 2 ? `\n${detail}\n\n${pubsub.join('\n')}\n` : ''}`
 }
 
 // Failed runs, lost or reordered messages, and anything a child wrote to stdout/stderr.
@@ -179,7 +142,7 @@ function problems(results, summaries) {
       if (r.log) lines.push(`- ${key} run ${i + 1} output:\n\n  \`\`\`\n  ${r.log.split('\n').slice(-15).join('\n  ')}\n  \`\`\``)
     })
     const s = summaries.get(key)
-    if (s.lost || s.reordered) lines.push(`- ${key}: ${s.lost} messages lost, ${s.reordered} reordered`)
+    if (s.lost || s.reordered) lines.push(`- ${key}: ${s.lost} messages lost, ${s.reordered} out of order`)
   }
   return lines
 }
@@ -204,16 +167,17 @@ function machine() {
 }
 
 function command() {
-  const env = ['BENCH_SECONDS', 'BENCH_RUNS'].filter((name) => process.env[name] !== undefined).map((name) => `${name}=${process.env[name]} `)
+  const env = ['BENCH_SECONDS', 'BENCH_RUNS', 'BENCH_CASES'].filter((name) => process.env[name] !== undefined).map((name) => `${name}=${process.env[name]} `)
   return `${env.join('')}node bench/run.js ${process.argv.slice(2).join(' ')}`.trim()
 }
 
 function benchmarksMarkdown(table, issues) {
   return `# Benchmarks
 
-Kindling's Redis adapter against plain ioredis 5 doing its own \`JSON.stringify\`/\`JSON.parse\`,
-both against one private \`redis-server\` on loopback started by the harness, each measurement in
-a fresh Node.js process. The in-process memory adapter is shown for scale: it does no I/O.
+Kindling's Redis adapter against plain ioredis 5 (default options, so no auto-pipelining) doing
+its own \`JSON.stringify\`/\`JSON.parse\`, both against one private \`redis-server\` on loopback that
+the harness starts, each measurement in a fresh Node.js process. The in-process memory adapter
+is shown for scale: it does no I/O.
 
 ## Machine
 
@@ -243,7 +207,14 @@ ${table}
   \`performance.eventLoopUtilization()\` over the same window. Redis's own CPU is not counted.
 - Pub/Sub: one publisher and one subscriber (a second adapter, or an ioredis \`duplicate()\`)
   in the same process; every message carries a sequence number and its send time. msg/s counts
-  messages received during the measured window; latency is publish call to callback.
+  messages received during the measured window, and CPU µs/op is per message received; latency
+  is publish call to callback. Backlog is messages published (acknowledged by Redis) but not yet
+  delivered to the callback, sampled after each publish; event-loop delay is
+  \`monitorEventLoopDelay()\` over the measured window. The 256 in-flight publishes do not bound
+  the backlog: Redis acknowledges a publish before the subscriber has read the message.
+- With 1 in flight every op is a round trip between threads that wait on each other (and for
+  Kindling, its I/O thread too), so the figure depends on where the scheduler puts them: on a
+  small VM it can change by 2× or more from run to run. Look at the spread before the ratio.
 - The machine is small: redis-server, the Node.js main thread and Kindling's I/O thread share
   ${tryRun('nproc', [])} CPUs, so figures are load-dependent; compare the ratio more than absolute numbers.
 - The memory adapter answers inside the call, so its loops never wait on I/O; it measures
@@ -255,10 +226,11 @@ ${issues.length ? `\n## Problems seen in this run\n\n${issues.join('\n')}\n` : '
 
 async function main() {
   if (!(SECONDS > 0) || !Number.isInteger(RUNS) || RUNS < 1) throw new Error('BENCH_SECONDS must be > 0 and BENCH_RUNS an integer ≥ 1')
+  if (SELECTED.length === 0) throw new Error(`BENCH_CASES matches none of ${CASES.map((c) => c.id).join(', ')}`)
   const redis = await startRedis()
   const results = new Map()
   try {
-    for (const c of CASES) {
+    for (const c of SELECTED) {
       for (let run = 0; run < RUNS; run++) {
         const order = run % 2 === 0 ? c.clients : [...c.clients].reverse()
         for (const client of order) {
@@ -272,7 +244,7 @@ async function main() {
       }
     }
   } finally {
-    await stop(redis.child)
+    await redis.stop()
   }
   const summaries = new Map([...results].map(([key, runs]) => [key, summarize(runs)]))
   const table = tables(summaries)

@@ -3,6 +3,7 @@
 //! only when the outbox goes from empty to non-empty, and JS drains the whole batch in one
 //! synchronous call.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -71,7 +72,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub struct Outbox {
-    events: Mutex<Vec<Event>>,
+    events: Mutex<VecDeque<Event>>,
     wake_pending: AtomicBool,
     /// Taken on close: the threadsafe function holds the JS dispatcher, and with it the adapter.
     wake: Mutex<Option<WakeFn>>,
@@ -80,7 +81,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(wake: WakeFn) -> Self {
         Outbox {
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(VecDeque::new()),
             wake_pending: AtomicBool::new(false),
             wake: Mutex::new(Some(wake)),
         }
@@ -106,12 +107,20 @@ impl Outbox {
         lock(&self.wake).take();
     }
 
-    /// Everything queued so far, flattened as `[idOrChannel, replyOrPayload, ...]`; message
-    /// entries are told apart by a string in the first slot.
-    pub fn drain<'env>(&self, env: &'env Env) -> napi::Result<Array<'env>> {
-        // Cleared before taking, so an event queued after the take rings again.
-        self.wake_pending.store(false, Ordering::Release);
-        let events = std::mem::take(&mut *lock(&self.events));
+    /// Up to `limit` events, oldest first, flattened as `[idOrChannel, replyOrPayload, ...]`;
+    /// message entries are told apart by a string in the first slot. A full batch means more
+    /// may be waiting: JS drains again on a later turn of the event loop, so a backlog of
+    /// messages never blocks timers and I/O for long. No wake rings until the queue is empty.
+    pub fn drain<'env>(&self, env: &'env Env, limit: u32) -> napi::Result<Array<'env>> {
+        let events: Vec<Event> = {
+            let mut queue = lock(&self.events);
+            let count = queue.len().min(limit as usize);
+            if count == queue.len() {
+                // Cleared under the lock, so an event queued after this take rings again.
+                self.wake_pending.store(false, Ordering::Release);
+            }
+            queue.drain(..count).collect()
+        };
         let mut out = env.create_array((events.len() * 2) as u32)?;
         for (i, event) in events.into_iter().enumerate() {
             let at = (i * 2) as u32;

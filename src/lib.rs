@@ -127,8 +127,8 @@ impl NativeAdapter {
 
     /// Completions and messages queued since the last drain; see `Outbox::drain`.
     #[napi]
-    pub fn drain<'env>(&self, env: &'env Env) -> napi::Result<Array<'env>> {
-        self.outbox.drain(env)
+    pub fn drain<'env>(&self, env: &'env Env, limit: u32) -> napi::Result<Array<'env>> {
+        self.outbox.drain(env, limit)
     }
 
     /// Entries the memory store holds, expired or not (0 for Redis).
