@@ -122,6 +122,40 @@ describe('Redis server', () => {
     await store.close()
   })
 
+  it('other server errors are ERR_STORE_REDIS with the server text, and the connection stays usable', async () => {
+    const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'e:' })
+    await server.cli('HSET', 'e:hash', 'field', 'value')
+    await assert.rejects(store.get('hash'), (err) => {
+      hasCode('ERR_STORE_REDIS')(err)
+      assert.match(err.message, /WRONGTYPE/)
+      return true
+    })
+    await assert.rejects(store.increment('hash'), hasCode('ERR_STORE_REDIS'))
+    await store.set('fine', 1)
+    assert.equal(await store.get('fine'), 1)
+    await store.close()
+  })
+
+  it('logs in as an ACL user from options or URL user info', async () => {
+    await server.cli('ACL', 'SETUSER', 'alice', 'on', '>alice-pass', '~acl:*', '&acl:*', '+@all')
+    try {
+      for (const input of [
+        { url: server.url, username: 'alice', password: 'alice-pass', keyPrefix: 'acl:' },
+        { url: `redis://alice:alice-pass@127.0.0.1:${server.port}`, keyPrefix: 'acl:' },
+      ]) {
+        const store = createRedisStoreAdapter(input)
+        await store.set('mine', 'ok')
+        assert.equal(await store.get('mine'), 'ok')
+        await store.close()
+      }
+      const wrong = createRedisStoreAdapter({ url: server.url, username: 'alice', password: 'not-alice-pass' })
+      await assert.rejects(wrong.get('acl:mine'), hasCode('ERR_STORE_AUTH'))
+      await wrong.close()
+    } finally {
+      await server.cli('ACL', 'DELUSER', 'alice')
+    }
+  })
+
   it('unsubscribe drops the server subscription before it resolves', async () => {
     const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'u:' })
     const numsub = async () => (await server.cli('PUBSUB', 'NUMSUB', 'u:room')).split('\n')[1]
