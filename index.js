@@ -103,7 +103,12 @@ class StoreAdapter {
     this.#client = client
     this.#description = description
     this.#secrets = secrets
-    this.#native = createNative(this.#dispatch)
+    try {
+      this.#native = createNative(this.#dispatch)
+    } catch (err) {
+      clearInterval(this.#keepAlive)
+      throw err
+    }
   }
 
   get client() {

@@ -290,6 +290,20 @@ describe('Redis faults', () => {
     }
   })
 
+  it('after a restart while idle, the very first call succeeds', async () => {
+    const server = await startRedis()
+    const store = createRedisStoreAdapter(server.url)
+    await store.set('k', 'before')
+    await server.stop('SIGKILL')
+    await server.start()
+    assert.equal(await server.cli('PING'), 'PONG')
+    // The dead connection was noticed when it closed, so this call reconnects instead of failing.
+    await store.set('k', 'after')
+    assert.equal(await store.get('k'), 'after')
+    await store.close()
+    await server.stop()
+  })
+
   it('after SIGKILL and a restart on the same port, commands and subscriptions come back', async () => {
     const server = await startRedis()
     const lost = []

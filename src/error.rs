@@ -70,7 +70,7 @@ impl From<RedisError> for StoreError {
     fn from(err: RedisError) -> Self {
         let code = match err.kind() {
             ErrorKind::AuthenticationFailed => ErrorCode::Auth,
-            ErrorKind::Server(_) if is_auth_reply(err.code()) => ErrorCode::Auth,
+            _ if is_auth_reply(err.code()) => ErrorCode::Auth,
             ErrorKind::Server(_) => ErrorCode::Redis,
             _ if err.is_timeout() => ErrorCode::Timeout,
             _ => ErrorCode::Connection,

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use napi_derive::napi;
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
+};
 
 use crate::error::{ErrorCode, StoreError};
 
@@ -44,7 +46,7 @@ impl RedisOptions {
         }
     }
 
-    pub fn client(&self) -> Result<redis::Client, StoreError> {
+    pub fn client(&self, protocol: ProtocolVersion) -> Result<redis::Client, StoreError> {
         let addr = match (&self.path, &self.tls) {
             (Some(path), _) => ConnectionAddr::Unix(path.into()),
             (None, None) => ConnectionAddr::Tcp(self.host.clone(), self.port as u16),
@@ -55,7 +57,9 @@ impl RedisOptions {
                 tls_params: None,
             },
         };
-        let mut redis = RedisConnectionInfo::default().set_db(self.db.into());
+        let mut redis = RedisConnectionInfo::default()
+            .set_db(self.db.into())
+            .set_protocol(protocol);
         if let Some(username) = &self.username {
             redis = redis.set_username(username);
         }

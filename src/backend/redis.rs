@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink};
-use redis::{AsyncConnectionConfig, Client, Pipeline, RedisError, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, Pipeline, ProtocolVersion, PushInfo, PushKind,
+    RedisError, Value,
+};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -39,15 +42,16 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     pub fn start(options: &RedisOptions, outbox: Arc<Outbox>) -> Result<Self, StoreError> {
-        let client = options.client()?;
+        let commands_client = options.client(ProtocolVersion::RESP3)?;
+        let fallback_client = options.client(ProtocolVersion::RESP2)?;
         let runtime = runtime()?;
         let (commands, command_queue) = unbounded_channel();
         let (subscriptions, subscription_queue) = unbounded_channel();
         let timeouts = Arc::new(options.timeouts());
-        let link = Link::new(client.clone(), timeouts.clone());
+        let link = Link::new(commands_client, fallback_client.clone(), timeouts.clone());
         runtime.spawn(serve_commands(link, command_queue, outbox.clone()));
         runtime.spawn(serve_subscriptions(
-            client,
+            fallback_client,
             timeouts,
             subscription_queue,
             outbox,
@@ -123,34 +127,42 @@ impl Backoff {
     }
 }
 
-/// The command connection, made on demand and again after it breaks.
+/// A command connection and the flag that marks it broken, raised by a failed batch or by
+/// the crate's disconnection notice.
+#[derive(Clone)]
+struct Live {
+    connection: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+/// The command connection, made on demand and again after it breaks. It speaks RESP3 where
+/// the server can, so that the crate reports a dropped connection at once and the next call
+/// reconnects instead of failing on the dead socket; older servers get RESP2.
 struct Link {
     client: Client,
+    resp2_fallback: Option<Client>,
     timeouts: Arc<Timeouts>,
-    connection: Option<MultiplexedConnection>,
-    broken: Arc<AtomicBool>,
+    live: Option<Live>,
     backoff: Backoff,
     last_error: Option<StoreError>,
 }
 
 impl Link {
-    fn new(client: Client, timeouts: Arc<Timeouts>) -> Self {
+    fn new(client: Client, resp2_fallback: Client, timeouts: Arc<Timeouts>) -> Self {
         Link {
             client,
+            resp2_fallback: Some(resp2_fallback),
             timeouts,
-            connection: None,
-            broken: Arc::new(AtomicBool::new(false)),
+            live: None,
             backoff: Backoff::new(),
             last_error: None,
         }
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, StoreError> {
-        if self.broken.swap(false, Ordering::AcqRel) {
-            self.connection = None;
-        }
-        if let Some(connection) = &self.connection {
-            return Ok(connection.clone());
+    async fn connection(&mut self) -> Result<Live, StoreError> {
+        match &self.live {
+            Some(live) if !live.broken.load(Ordering::Acquire) => return Ok(live.clone()),
+            _ => self.live = None,
         }
         let wait = self
             .backoff
@@ -162,21 +174,19 @@ impl Link {
             }
         }
         sleep_until(self.backoff.next_attempt).await;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeouts.connect))
-            .set_response_timeout(None);
-        let attempt = timeout(
-            self.timeouts.connect,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await;
-        match attempt.unwrap_or_else(|_| Err(connect_timeout_error())) {
-            Ok(connection) => {
+        let mut attempt = self.connect().await;
+        if matches!(&attempt, Err(err) if err.kind() == ErrorKind::RESP3NotSupported) {
+            if let Some(resp2) = self.resp2_fallback.take() {
+                self.client = resp2;
+                attempt = self.connect().await;
+            }
+        }
+        match attempt {
+            Ok(live) => {
                 self.backoff.succeeded();
                 self.last_error = None;
-                self.connection = Some(connection.clone());
-                Ok(connection)
+                self.live = Some(live.clone());
+                Ok(live)
             }
             Err(err) => {
                 self.backoff.failed();
@@ -185,6 +195,29 @@ impl Link {
                 Err(err)
             }
         }
+    }
+
+    async fn connect(&self) -> Result<Live, RedisError> {
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeouts.connect))
+            .set_response_timeout(None);
+        if self.resp2_fallback.is_some() {
+            let broken = broken.clone();
+            config = config.set_push_sender(move |push: PushInfo| {
+                if push.kind == PushKind::Disconnection {
+                    broken.store(true, Ordering::Release);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let connection = timeout(self.timeouts.connect, connecting)
+            .await
+            .unwrap_or_else(|_| Err(connect_timeout_error()))?;
+        Ok(Live { connection, broken })
     }
 }
 
@@ -215,13 +248,12 @@ async fn serve_commands(
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let requests = std::mem::take(&mut batch);
         match link.connection().await {
-            Ok(connection) => {
+            Ok(live) => {
                 tokio::spawn(run_batch(
-                    connection,
+                    live,
                     requests,
                     outbox.clone(),
                     link.timeouts.command,
-                    link.broken.clone(),
                 ));
             }
             Err(err) => {
@@ -240,11 +272,13 @@ async fn serve_commands(
 }
 
 async fn run_batch(
-    mut connection: MultiplexedConnection,
+    Live {
+        mut connection,
+        broken,
+    }: Live,
     requests: Vec<Request>,
     outbox: Arc<Outbox>,
     command_timeout: Duration,
-    broken: Arc<AtomicBool>,
 ) {
     let mut pipeline = Pipeline::with_capacity(requests.len());
     for request in &requests {
