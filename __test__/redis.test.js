@@ -304,6 +304,19 @@ describe('Redis faults', () => {
     await server.stop()
   })
 
+  it('works with a server that has no HELLO (RESP2 only), Pub/Sub included', async () => {
+    const server = await startRedis('--rename-command', 'HELLO', '')
+    const store = createRedisStoreAdapter(server.url)
+    await store.set('old', { server: true })
+    assert.deepEqual(await store.get('old'), { server: true })
+    const { callback, all } = collect(1)
+    await store.subscribe('legacy', callback)
+    await store.publish('legacy', 'still fine')
+    assert.deepEqual(await all, [{ message: 'still fine', channel: 'legacy' }])
+    await store.close()
+    await server.stop()
+  })
+
   it('after SIGKILL and a restart on the same port, commands and subscriptions come back', async () => {
     const server = await startRedis()
     const lost = []

@@ -175,7 +175,7 @@ impl Link {
         }
         sleep_until(self.backoff.next_attempt).await;
         let mut attempt = self.connect().await;
-        if matches!(&attempt, Err(err) if err.kind() == ErrorKind::RESP3NotSupported) {
+        if matches!(&attempt, Err(err) if refuses_resp3(err)) {
             if let Some(resp2) = self.resp2_fallback.take() {
                 self.client = resp2;
                 attempt = self.connect().await;
@@ -219,6 +219,14 @@ impl Link {
             .unwrap_or_else(|_| Err(connect_timeout_error()))?;
         Ok(Live { connection, broken })
     }
+}
+
+/// A server without `HELLO` (before Redis 6, or with the command renamed away).
+fn refuses_resp3(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::RESP3NotSupported
+        || err
+            .detail()
+            .is_some_and(|detail| detail.starts_with("unknown command") && detail.contains("HELLO"))
 }
 
 fn connect_timeout_error() -> RedisError {
