@@ -85,6 +85,18 @@ describe('process lifetime', () => {
     })
   }
 
+  it('a process that loads the addon only in workers survives them ending, in a loop', async () => {
+    const script = path.join(__dirname, 'fixtures', 'workers-only.js')
+    const child = spawn(process.execPath, [script, server.url], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let output = ''
+    child.stdout.on('data', (d) => (output += d))
+    child.stderr.on('data', (d) => (output += d))
+    const [code, signal] = await once(child, 'exit')
+    assert.equal(signal, null, output)
+    assert.equal(code, 0, output)
+    assert.match(output, /done/)
+  })
+
   it('workers can load, use and be terminated mid-call, in a loop', async () => {
     const storeName = `workers-${process.pid}`
     const main = createMemoryStoreAdapter({ name: storeName })

@@ -21,8 +21,13 @@ use bridge::{Outbox, Reply};
 use error::{ErrorCode, StoreError};
 use options::RedisOptions;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Runs as each environment (main thread or worker) loads the addon. The image is pinned for
+/// the life of the process: the I/O and sweeper threads outlive the worker that started them,
+/// and unloading the image under them would leave them running unmapped code.
+#[napi(module_exports)]
+pub fn pin_image(_exports: napi::bindgen_prelude::Object) {
+    napi::bindgen_prelude::retain_current_module_for_unload_safety();
+}
 
 enum Backend {
     Redis(RedisBackend),
