@@ -13,6 +13,7 @@ const Redis = require('ioredis')
 const { startRedis, freePort } = require('./helpers/redis-server.js')
 const { waitUntil, collect } = require('./helpers/wait.js')
 const { hasCode } = require('./helpers/expect.js')
+const { startProxy } = require('./helpers/fault-proxy.js')
 const { createRedisStoreAdapter } = require('../index.js')
 
 describe('Redis inputs', () => {
@@ -202,6 +203,53 @@ describe('Redis server', () => {
     await server.cli('PUBLISH', 'k:alive', '"after kill"')
     assert.deepEqual(await all, [{ message: 'after kill', channel: 'alive' }])
     await store.close()
+  })
+
+  it('a subscribe that times out leaves no server subscription behind', async () => {
+    const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'st:', commandTimeout: 200 })
+    await store.subscribe('warm', () => {})
+    await server.cli('CLIENT', 'PAUSE', '1500', 'ALL')
+    await assert.rejects(store.subscribe('late', () => {}), hasCode('ERR_STORE_TIMEOUT'))
+    await server.cli('CLIENT', 'UNPAUSE')
+    const numsub = async (channel) => (await server.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]
+    await waitUntil(async () => (await numsub('st:late')) === '0' && (await numsub('st:warm')) === '1', { what: 'late subscription gone, warm restored' })
+    await store.unsubscribe('late')
+    await store.unsubscribe('warm')
+    assert.equal(await numsub('st:warm'), '0')
+    await store.close()
+  })
+
+  it('replaces a connection that went silent without closing', async () => {
+    const proxy = await startProxy(server.port)
+    const lost = []
+    const store = createRedisStoreAdapter({ url: `redis://127.0.0.1:${proxy.port}`, commandTimeout: 200, onError: (e) => lost.push(e) })
+    await store.set('silent', 1)
+    proxy.freezeExisting()
+    await assert.rejects(store.get('silent'), hasCode('ERR_STORE_TIMEOUT'))
+    // The next call goes out on a new connection instead of timing out forever.
+    assert.equal(await store.get('silent'), 1)
+    await store.close()
+    await proxy.close()
+  })
+
+  it('notices a Pub/Sub connection that went silent, and subscribes again', async () => {
+    const proxy = await startProxy(server.port)
+    const lost = []
+    const store = createRedisStoreAdapter({ url: `redis://127.0.0.1:${proxy.port}`, keyPrefix: 'q:', commandTimeout: 200, onError: (e) => lost.push(e) })
+    const received = []
+    await store.subscribe('quiet', (message) => received.push(message))
+    proxy.freezeExisting()
+    // Found by a PING that goes unanswered; the new connection subscribes again.
+    await waitUntil(async () => lost.length > 0, { what: 'the silent connection reported' })
+    assert.equal(lost[0].code, 'ERR_STORE_CONNECTION')
+    // At-most-once delivery: publish until one arrives on the restored subscription.
+    await waitUntil(async () => {
+      await server.cli('PUBLISH', 'q:quiet', '"heard"')
+      return received.length > 0
+    }, { what: 'a message on the restored subscription' })
+    assert.equal(received[0], 'heard')
+    await store.close()
+    await proxy.close()
   })
 
   it('times out with ERR_STORE_TIMEOUT while the server is paused, then recovers', async () => {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use napi_derive::napi;
+use redis::io::tcp::TcpSettings;
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
 };
@@ -66,9 +67,14 @@ impl RedisOptions {
         if let Some(password) = &self.password {
             redis = redis.set_password(password);
         }
+        // Keepalive probes find a peer that vanished without closing (a dropped NAT entry).
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10));
         let info: ConnectionInfo = addr
             .into_connection_info()
             .map_err(invalid)?
+            .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive))
             .set_redis_settings(redis);
         match &self.tls {
             Some(tls) if tls.ca.is_some() || tls.cert.is_some() => {

@@ -27,6 +27,9 @@ const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 const MAX_BATCH: usize = 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
+/// How often a Pub/Sub connection is checked with a PING: the command timeout, within these.
+const MIN_PING_EVERY: Duration = Duration::from_secs(1);
+const MAX_PING_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Request {
     pub id: u32,
@@ -309,7 +312,12 @@ async fn run_batch(
             }
             Err(StoreError::from(err))
         }
-        Err(_) => Err(StoreError::timeout(command_timeout.as_millis() as u64)),
+        Err(_) => {
+            // A connection that stops answering may be dead without a FIN: replace it, which
+            // also frees the requests it still holds.
+            broken.store(true, Ordering::Release);
+            Err(StoreError::timeout(command_timeout.as_millis() as u64))
+        }
     };
     match replies {
         Ok(values) => {
@@ -393,139 +401,166 @@ impl Drop for Session {
     }
 }
 
+/// The Pub/Sub side of one adapter: the channels it wants, and the connection that has them.
+struct Subscriber {
+    client: Client,
+    timeouts: Arc<Timeouts>,
+    outbox: Arc<Outbox>,
+    channels: HashSet<String>,
+    session: Option<Session>,
+    backoff: Backoff,
+    /// Told by a session's forwarder when its connection closed.
+    lost: UnboundedSender<u64>,
+}
+
 async fn serve_subscriptions(
     client: Client,
     timeouts: Arc<Timeouts>,
     mut queue: UnboundedReceiver<Request>,
     outbox: Arc<Outbox>,
 ) {
-    let mut channels: HashSet<String> = HashSet::new();
-    let mut session: Option<Session> = None;
-    let mut backoff = Backoff::new();
-    let (lost_tx, mut lost) = unbounded_channel::<u64>();
+    let (lost, mut lost_sessions) = unbounded_channel::<u64>();
+    // A connection that went silent without closing shows up as an unanswered PING.
+    let mut health = tokio::time::interval(timeouts.command.clamp(MIN_PING_EVERY, MAX_PING_EVERY));
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut subscriber = Subscriber {
+        client,
+        timeouts,
+        outbox,
+        channels: HashSet::new(),
+        session: None,
+        backoff: Backoff::new(),
+        lost,
+    };
     loop {
-        let want_reconnect = session.is_none() && !channels.is_empty();
+        let connected = subscriber.session.is_some();
+        let want_reconnect = !connected && !subscriber.channels.is_empty();
         tokio::select! {
             request = queue.recv() => {
                 let Some(request) = request else { break };
                 let reply = match request.op {
-                    Op::Subscribe => {
-                        subscribe(&client, &timeouts, &mut session, &mut channels, &mut backoff, &lost_tx, &outbox, request.key).await
-                    }
-                    _ => {
-                        channels.remove(&request.key);
-                        if let Some(live) = session.as_mut() {
-                            let confirmed = timeout(timeouts.command, live.sink.unsubscribe(&request.key)).await;
-                            if !matches!(confirmed, Ok(Ok(()))) {
-                                // The server forgets this connection's subscriptions with it.
-                                session = None;
-                            }
-                        }
-                        Ok(Reply::Null)
-                    }
+                    Op::Subscribe => subscriber.subscribe(request.key).await,
+                    _ => subscriber.unsubscribe(&request.key).await,
                 };
-                outbox.complete(request.id, reply.into());
+                subscriber.outbox.complete(request.id, reply.into());
             }
-            Some(id) = lost.recv() => {
-                if session.as_ref().is_none_or(|live| live.id != id) {
-                    continue;
+            Some(id) = lost_sessions.recv() => {
+                if subscriber.session.as_ref().is_some_and(|live| live.id == id) {
+                    subscriber.lose();
                 }
-                session = None;
-                backoff.failed();
-                outbox.push_all([Event::Failure(StoreError::new(
-                    ErrorCode::Connection,
-                    "the Pub/Sub connection was lost; reconnecting and subscribing again",
-                ))]);
             }
-            _ = sleep_until(backoff.next_attempt), if want_reconnect => {
+            _ = health.tick(), if connected => subscriber.check_health().await,
+            _ = sleep_until(subscriber.backoff.next_attempt), if want_reconnect => {
                 // The loss was reported once; failed attempts only lengthen the backoff.
-                let _ = connect(&client, &timeouts, &mut session, &channels, &mut backoff, &lost_tx, &outbox).await;
+                let _ = subscriber.connect().await;
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn subscribe(
-    client: &Client,
-    timeouts: &Timeouts,
-    session: &mut Option<Session>,
-    channels: &mut HashSet<String>,
-    backoff: &mut Backoff,
-    lost: &UnboundedSender<u64>,
-    outbox: &Arc<Outbox>,
-    channel: String,
-) -> Result<Reply, StoreError> {
-    if session.is_none() {
-        connect(client, timeouts, session, channels, backoff, lost, outbox).await?;
-    }
-    let Some(live) = session.as_mut() else {
-        return Err(StoreError::new(ErrorCode::Connection, "not connected"));
-    };
-    match timeout(timeouts.command, live.sink.subscribe(&channel)).await {
-        Ok(Ok(())) => {
-            channels.insert(channel);
-            Ok(Reply::Null)
+impl Subscriber {
+    async fn subscribe(&mut self, channel: String) -> Result<Reply, StoreError> {
+        if self.session.is_none() {
+            self.connect().await?;
         }
-        Ok(Err(err)) => {
-            *session = None;
-            Err(StoreError::from(err))
-        }
-        Err(_) => Err(StoreError::timeout(timeouts.command.as_millis() as u64)),
-    }
-}
-
-/// Opens the Pub/Sub connection and subscribes to every channel wanted so far.
-async fn connect(
-    client: &Client,
-    timeouts: &Timeouts,
-    session: &mut Option<Session>,
-    channels: &HashSet<String>,
-    backoff: &mut Backoff,
-    lost: &UnboundedSender<u64>,
-    outbox: &Arc<Outbox>,
-) -> Result<(), StoreError> {
-    let opened = timeout(timeouts.connect, client.get_async_pubsub()).await;
-    let pubsub = match opened.unwrap_or_else(|_| Err(connect_timeout_error())) {
-        Ok(pubsub) => pubsub,
-        Err(err) => {
-            backoff.failed();
-            return Err(connection_error(err));
-        }
-    };
-    let (mut sink, mut stream) = pubsub.split();
-    if !channels.is_empty() {
-        let all: Vec<&String> = channels.iter().collect();
-        match timeout(timeouts.command, sink.subscribe(all)).await {
-            Ok(Ok(())) => {}
+        let Some(live) = self.session.as_mut() else {
+            return Err(StoreError::new(ErrorCode::Connection, "not connected"));
+        };
+        match timeout(self.timeouts.command, live.sink.subscribe(&channel)).await {
+            Ok(Ok(())) => {
+                self.channels.insert(channel);
+                Ok(Reply::Null)
+            }
             Ok(Err(err)) => {
-                backoff.failed();
-                return Err(connection_error(err));
+                self.session = None;
+                Err(StoreError::from(err))
             }
             Err(_) => {
-                backoff.failed();
-                return Err(StoreError::timeout(timeouts.command.as_millis() as u64));
+                // The SUBSCRIBE may still be confirmed later on this connection, leaving a
+                // server subscription nobody tracks: drop the connection, and it with it.
+                self.session = None;
+                Err(StoreError::timeout(self.timeouts.command.as_millis() as u64))
             }
         }
     }
-    backoff.succeeded();
-    static SESSIONS: AtomicU64 = AtomicU64::new(0);
-    let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
-    let outbox = outbox.clone();
-    let lost = lost.clone();
-    let forwarder = tokio::spawn(async move {
-        while let Some(message) = stream.next().await {
-            outbox.push_all([Event::Message {
-                channel: message.get_channel_name().to_string(),
-                payload: text(message.get_payload_bytes().to_vec()),
-            }]);
+
+    async fn unsubscribe(&mut self, channel: &str) -> Result<Reply, StoreError> {
+        self.channels.remove(channel);
+        if let Some(live) = self.session.as_mut() {
+            // Confirmed before the call resolves, so the server shows it gone by then.
+            let confirmed = timeout(self.timeouts.command, live.sink.unsubscribe(channel)).await;
+            // Nothing left to listen to, or no answer: close the connection, which drops any
+            // subscription the server still has on it.
+            if self.channels.is_empty() || !matches!(confirmed, Ok(Ok(()))) {
+                self.session = None;
+            }
         }
-        let _ = lost.send(id);
-    });
-    *session = Some(Session {
-        sink,
-        forwarder,
-        id,
-    });
-    Ok(())
+        Ok(Reply::Null)
+    }
+
+    async fn check_health(&mut self) {
+        let Some(live) = self.session.as_mut() else {
+            return;
+        };
+        let answered = timeout(self.timeouts.command, live.sink.ping::<Value>()).await;
+        if !matches!(answered, Ok(Ok(_))) {
+            self.lose();
+        }
+    }
+
+    /// The connection is gone: report it once, then reconnect with backoff.
+    fn lose(&mut self) {
+        self.session = None;
+        self.backoff.failed();
+        self.outbox.push_all([Event::Failure(StoreError::new(
+            ErrorCode::Connection,
+            "the Pub/Sub connection was lost; reconnecting and subscribing again",
+        ))]);
+    }
+
+    /// Opens the Pub/Sub connection and subscribes to every channel wanted so far.
+    async fn connect(&mut self) -> Result<(), StoreError> {
+        let opened = timeout(self.timeouts.connect, self.client.get_async_pubsub()).await;
+        let pubsub = match opened.unwrap_or_else(|_| Err(connect_timeout_error())) {
+            Ok(pubsub) => pubsub,
+            Err(err) => {
+                self.backoff.failed();
+                return Err(connection_error(err));
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        if !self.channels.is_empty() {
+            let all: Vec<&String> = self.channels.iter().collect();
+            let confirmed = timeout(self.timeouts.command, sink.subscribe(all)).await;
+            let failure = match confirmed {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(connection_error(err)),
+                Err(_) => Some(StoreError::timeout(self.timeouts.command.as_millis() as u64)),
+            };
+            if let Some(err) = failure {
+                self.backoff.failed();
+                return Err(err);
+            }
+        }
+        self.backoff.succeeded();
+        static SESSIONS: AtomicU64 = AtomicU64::new(0);
+        let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
+        let outbox = self.outbox.clone();
+        let lost = self.lost.clone();
+        let forwarder = tokio::spawn(async move {
+            while let Some(message) = stream.next().await {
+                outbox.push_all([Event::Message {
+                    channel: message.get_channel_name().to_string(),
+                    payload: text(message.get_payload_bytes().to_vec()),
+                }]);
+            }
+            let _ = lost.send(id);
+        });
+        self.session = Some(Session {
+            sink,
+            forwarder,
+            id,
+        });
+        Ok(())
+    }
 }
