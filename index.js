@@ -59,6 +59,8 @@ function checkCallback(callback) {
 
 // Seconds (fractions allowed) to whole milliseconds, never rounding a positive TTL to 0.
 const toMilliseconds = (seconds) => Math.max(1, Math.round(seconds * 1000))
+// Past this many seconds the milliseconds are no longer exact (about 285,000 years).
+const MAX_TTL = Number.MAX_SAFE_INTEGER / 1000
 
 function setTtl(options) {
   if (options === undefined || options === null) return undefined
@@ -66,13 +68,13 @@ function setTtl(options) {
   const ttl = options.ttl
   if (ttl === undefined || ttl === null) return undefined
   if (typeof ttl !== 'number') throw invalidArgument('ttl must be a number of seconds')
-  if (!Number.isFinite(ttl) || ttl < 0) throw outOfRange('ttl must be a finite number of seconds, 0 or more')
+  if (!Number.isFinite(ttl) || ttl < 0 || ttl > MAX_TTL) throw outOfRange(`ttl must be a number of seconds from 0 to ${MAX_TTL}`)
   return ttl === 0 ? undefined : toMilliseconds(ttl)
 }
 
 function expireTtl(ttl) {
   if (typeof ttl !== 'number') throw invalidArgument('ttl must be a number of seconds')
-  if (!Number.isFinite(ttl) || ttl <= 0) throw outOfRange('ttl must be a finite number of seconds, more than 0')
+  if (!Number.isFinite(ttl) || ttl <= 0 || ttl > MAX_TTL) throw outOfRange(`ttl must be a number of seconds above 0, at most ${MAX_TTL}`)
   return toMilliseconds(ttl)
 }
 

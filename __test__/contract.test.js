@@ -108,6 +108,8 @@ for (const backend of backends) {
       it('a long ttl keeps the value', async () => {
         await store.set('long', 'x', { ttl: 3600 })
         await store.expire('long', 7200.5)
+        await store.set('longest', 'y', { ttl: Number.MAX_SAFE_INTEGER / 1000 })
+        assert.equal(await store.get('longest'), 'y')
         assert.equal(await store.get('long'), 'x')
       })
     })
@@ -190,7 +192,7 @@ for (const backend of backends) {
 
       it('set refuses a bad ttl and the old value stays', async () => {
         await store.set('ttlKeep', 'old')
-        for (const ttl of [-1, -0.001, NaN, Infinity, -Infinity]) {
+        for (const ttl of [-1, -0.001, NaN, Infinity, -Infinity, 1e300, Number.MAX_SAFE_INTEGER]) {
           await assert.rejects(store.set('ttlKeep', 'new', { ttl }), code('ERR_STORE_INVALID_ARGUMENT', RangeError))
         }
         for (const ttl of ['10', true, {}, 10n]) {
@@ -202,7 +204,7 @@ for (const backend of backends) {
 
       it('expire refuses a ttl that is not a positive finite number', async () => {
         await store.set('expKeep', 'v')
-        for (const ttl of [0, -1, NaN, Infinity, -Infinity]) {
+        for (const ttl of [0, -1, NaN, Infinity, -Infinity, 1e300]) {
           await assert.rejects(store.expire('expKeep', ttl), code('ERR_STORE_INVALID_ARGUMENT', RangeError))
         }
         for (const ttl of [undefined, '5', null]) {

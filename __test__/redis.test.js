@@ -41,6 +41,9 @@ describe('Redis inputs', () => {
     invalid({ onError: 'x' })
     invalid({ tls: 'yes' })
     invalid({ hots: 'typo' }, /unknown Redis option "hots"/)
+    invalid('redis://:p%zz@127.0.0.1:6379', /percent-encoding/)
+    invalid({ tls: { cert: 'PEM' } }, /go together/)
+    invalid({ tls: { ca: 42 } })
   })
 
   it('refuses cluster and sentinel in this release, and says so', () => {
@@ -120,6 +123,19 @@ describe('Redis server', () => {
       { message: { n: 1 }, channel: 'events' },
       { message: 'not json', channel: 'events' },
     ])
+    await store.close()
+  })
+
+  it('keeps TLS from a rediss:// URL when tls is null', () => {
+    const store = createRedisStoreAdapter({ url: 'rediss://127.0.0.1:1', tls: null, connectTimeout: 100 })
+    assert.match(inspect(store), /rediss:\/\//)
+    return store.close()
+  })
+
+  it('an increment that would overflow 64 bits is a RangeError ERR_STORE_NOT_INTEGER', async () => {
+    const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'o:' })
+    await server.cli('SET', 'o:max', '9223372036854775807')
+    await assert.rejects(store.increment('max'), hasCode('ERR_STORE_NOT_INTEGER', RangeError))
     await store.close()
   })
 

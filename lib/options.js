@@ -62,7 +62,14 @@ function parseUrl(text) {
   } catch {
     throw invalidArgument('malformed Redis URL; expected redis://[user:password@]host[:port][/db], rediss://…, or unix:///path')
   }
-  const decode = (part) => (part ? decodeURIComponent(part) : undefined)
+  const decode = (part) => {
+    if (!part) return undefined
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      throw invalidArgument('malformed percent-encoding in the Redis URL')
+    }
+  }
   const target = { username: decode(url.username), password: decode(url.password) }
   const dbParam = url.searchParams.get('db')
   switch (url.protocol) {
@@ -80,7 +87,7 @@ function parseUrl(text) {
     case 'redis+unix:':
     case 'unix:':
       if (!url.pathname || url.pathname === '/') throw invalidArgument('the unix socket URL has no path')
-      target.path = decodeURIComponent(url.pathname)
+      target.path = decode(url.pathname)
       target.db = Number(dbParam ?? 0)
       break
     default:
@@ -100,7 +107,14 @@ function tlsOption(tls) {
     if (value === undefined || value === null) return undefined
     if (typeof value === 'string') return value
     if (Buffer.isBuffer(value)) return value.toString('utf8')
+    // Several certificate authorities, as Node's tls accepts them.
+    if (name === 'ca' && Array.isArray(value) && value.every((v) => typeof v === 'string' || Buffer.isBuffer(v))) {
+      return value.map(String).join('\n')
+    }
     throw invalidArgument(`option "tls.${name}" must be a PEM string or Buffer`)
+  }
+  if ((tls.cert == null) !== (tls.key == null)) {
+    throw invalidArgument('options "tls.cert" and "tls.key" go together: give both or neither')
   }
   if (tls.rejectUnauthorized !== undefined && typeof tls.rejectUnauthorized !== 'boolean') {
     throw invalidArgument('option "tls.rejectUnauthorized" must be a boolean')
@@ -167,7 +181,7 @@ function redisOptions(input) {
   if (username !== undefined) target.username = username
   const password = optionalString(options, 'password')
   if (password !== undefined) target.password = password
-  const tls = options.tls === undefined ? target.tls : tlsOption(options.tls)
+  const tls = options.tls === undefined || options.tls === null ? target.tls : tlsOption(options.tls)
   const keyPrefix = optionalString(options, 'keyPrefix') ?? ''
 
   const native = {

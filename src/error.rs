@@ -83,8 +83,9 @@ fn is_auth_reply(code: Option<&str>) -> bool {
     matches!(code, Some("NOAUTH" | "WRONGPASS"))
 }
 
-/// An error reply to one command of a pipeline, keeping the server's text.
-pub fn from_server_reply(err: &ServerError) -> StoreError {
+/// An error reply to one command of a pipeline, keeping the server's text. `to_increment`:
+/// the command was INCR, whose refusals of the stored value have their own code.
+pub fn from_server_reply(err: &ServerError, to_increment: bool) -> StoreError {
     let (code, detail) = (err.code(), err.details());
     let text = match detail {
         Some(detail) => format!("{code} {detail}"),
@@ -92,7 +93,10 @@ pub fn from_server_reply(err: &ServerError) -> StoreError {
     };
     let code = if is_auth_reply(Some(code)) {
         ErrorCode::Auth
-    } else if err.kind() == Some(ServerErrorKind::ResponseError)
+    } else if to_increment && detail.is_some_and(|d| d.contains("would overflow")) {
+        return StoreError::out_of_safe_range();
+    } else if to_increment
+        && err.kind() == Some(ServerErrorKind::ResponseError)
         && detail.is_some_and(|d| d.contains("not an integer"))
     {
         ErrorCode::NotInteger

@@ -31,6 +31,19 @@ struct Data {
 }
 
 impl Data {
+    /// Records when `key` expires. Refreshing a TTL leaves the old deadline behind until it
+    /// passes, so the heap is rebuilt from the entries once stale deadlines dominate it.
+    fn add_deadline(&mut self, at: Instant, key: String) {
+        self.deadlines.push(Reverse((at, key)));
+        if self.deadlines.len() > 2 * self.entries.len() + 64 {
+            self.deadlines = self
+                .entries
+                .iter()
+                .filter_map(|(key, e)| e.expires_at.map(|at| Reverse((at, key.clone()))))
+                .collect();
+        }
+    }
+
     fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
         if self.entries.get(key).is_some_and(|e| !e.is_live(now)) {
             self.entries.remove(key);
@@ -98,12 +111,14 @@ impl MemoryStore {
 
     /// `ttl` of `None` stores without expiry, clearing any earlier one.
     pub fn set(&self, key: String, value: String, ttl: Option<Duration>) -> Reply {
-        let expires_at = ttl.map(|ttl| Instant::now() + ttl);
+        // A TTL too long for the clock to represent is as good as none.
+        let expires_at = ttl.and_then(|ttl| Instant::now().checked_add(ttl));
         let mut data = lock(&self.data);
+        data.entries
+            .insert(key.clone(), Entry { value, expires_at });
         if let Some(at) = expires_at {
-            data.deadlines.push(Reverse((at, key.clone())));
+            data.add_deadline(at, key);
         }
-        data.entries.insert(key, Entry { value, expires_at });
         drop(data);
         if let Some(at) = expires_at {
             Sweeper::global().wake_by(at);
@@ -151,12 +166,15 @@ impl MemoryStore {
     pub fn expire(&self, key: &str, ttl: Duration) -> Reply {
         let mut data = lock(&self.data);
         let now = Instant::now();
-        let at = now + ttl;
+        let at = now.checked_add(ttl);
         let Some(entry) = data.live(key, now) else {
             return Reply::Null;
         };
-        entry.expires_at = Some(at);
-        data.deadlines.push(Reverse((at, key.to_string())));
+        entry.expires_at = at;
+        let Some(at) = at else {
+            return Reply::Null;
+        };
+        data.add_deadline(at, key.to_string());
         drop(data);
         Sweeper::global().wake_by(at);
         Reply::Null
@@ -262,7 +280,9 @@ impl Sweeper {
     }
 
     fn watch(&self, store: &Arc<MemoryStore>) {
-        lock(&self.state).stores.push(Arc::downgrade(store));
+        let mut state = lock(&self.state);
+        state.stores.retain(|s| s.strong_count() > 0);
+        state.stores.push(Arc::downgrade(store));
     }
 
     fn wake_by(&self, at: Instant) {
@@ -277,11 +297,11 @@ impl Sweeper {
         let mut state = lock(&self.state);
         loop {
             let now = Instant::now();
-            let swept = state.next_deadline;
-            if swept.is_some_and(|at| at <= now) {
+            if state.next_deadline.is_some_and(|at| at <= now) {
+                // Cleared for the sweep: a deadline registered meanwhile is kept, not lost.
+                state.next_deadline = None;
                 let stores: Vec<Arc<MemoryStore>> =
                     state.stores.iter().filter_map(Weak::upgrade).collect();
-                state.stores.retain(|s| s.strong_count() > 0);
                 drop(state);
                 let next = stores
                     .iter()
@@ -289,9 +309,7 @@ impl Sweeper {
                     .min();
                 drop(stores);
                 state = lock(&self.state);
-                // A deadline registered during the sweep may come before what the sweep saw.
-                let registered = state.next_deadline.filter(|at| Some(*at) != swept);
-                state.next_deadline = next.into_iter().chain(registered).min();
+                state.next_deadline = next.into_iter().chain(state.next_deadline).min();
                 continue;
             }
             state = match state.next_deadline {

@@ -368,7 +368,9 @@ fn reply_for(op: &Op, value: Value) -> Reply {
         ))
     };
     match (op, value) {
-        (_, Value::ServerError(err)) => Reply::Error(from_server_reply(&err)),
+        (op, Value::ServerError(err)) => {
+            Reply::Error(from_server_reply(&err, matches!(op, Op::Increment)))
+        }
         (Op::Get, Value::Nil) => Reply::Null,
         (Op::Get, Value::BulkString(bytes)) => Reply::Text(text(bytes)),
         (Op::Get, Value::SimpleString(s)) => Reply::Text(s),
