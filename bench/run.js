@@ -219,6 +219,10 @@ ${table}
   ${tryRun('nproc', [])} CPUs, so figures are load-dependent; compare the ratio more than absolute numbers.
 - The memory adapter answers inside the call, so its loops never wait on I/O; it measures
   the JS and native call overhead only.
+- Pub/Sub p99 latency is far higher for Kindling in this case: the publisher runs in the same
+  process and is not slowed by delivery; Kindling acknowledges publishes faster than the one
+  JS thread delivers the messages, so a backlog builds up, where ioredis does both on one
+  thread and paces itself. Nothing is lost or reordered.
 ${issues.length ? `\n## Problems seen in this run\n\n${issues.join('\n')}\n` : ''}`
 }
 
