@@ -1,7 +1,7 @@
 'use strict'
 
 const { inspect } = require('node:util')
-const { NativeAdapter } = require('./binding.js')
+const native = require('./binding.js')
 const { redisOptions, memoryOptions } = require('./lib/options.js')
 const { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative } = require('./lib/errors.js')
 
@@ -17,6 +17,10 @@ const SUBSCRIBE = 7
 const UNSUBSCRIBE = 8
 
 const MAX_ID = 0xffffffff
+// [handle, id, op, ttlMs] of the next native.submit: numbers cross to Rust here, not as
+// arguments, which napi charges for one by one.
+const call = new Float64Array(4)
+native.registerCallBuffer(call)
 // Events settled per turn of the event loop; a longer backlog continues on the next turn.
 const DRAIN_LIMIT = 16384
 const noop = () => {}
@@ -85,7 +89,7 @@ const defaultOnError = (err) => process.emitWarning(err)
  * request id; the native side completes them in batches through `#dispatch`.
  */
 class StoreAdapter {
-  #native
+  #handle
   #keyPrefix
   #onError
   #client
@@ -106,7 +110,7 @@ class StoreAdapter {
     this.#description = description
     this.#secrets = secrets
     try {
-      this.#native = createNative(this.#dispatch)
+      this.#handle = createNative(this.#dispatch)
     } catch (err) {
       clearInterval(this.#keepAlive)
       throw err
@@ -216,7 +220,7 @@ class StoreAdapter {
       this.#closing = (async () => {
         if (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))
         this.#channels.clear()
-        this.#native.close()
+        native.close(this.#handle)
         clearInterval(this.#keepAlive)
       })()
     }
@@ -241,7 +245,11 @@ class StoreAdapter {
     if (this.#closing && op !== UNSUBSCRIBE) return Promise.reject(closedError())
     const id = this.#nextId
     this.#nextId = id === MAX_ID ? 1 : id + 1
-    const reply = this.#native.submit(id, op, this.#keyPrefix + name, payload, ttlMs)
+    call[0] = this.#handle
+    call[1] = id
+    call[2] = op
+    call[3] = ttlMs === undefined ? 0 : ttlMs
+    const reply = native.submit(this.#keyPrefix + name, payload)
     if (reply !== undefined) {
       return Array.isArray(reply) ? Promise.reject(fromNative(reply, this.#secrets)) : Promise.resolve(decode(reply))
     }
@@ -253,7 +261,7 @@ class StoreAdapter {
 
   // Called by the native wake; settles the completions and delivers the messages queued.
   #dispatch = () => {
-    const events = this.#native.drain(DRAIN_LIMIT)
+    const events = native.drain(this.#handle, DRAIN_LIMIT)
     for (let i = 0; i < events.length; i += 2) {
       const head = events[i]
       const body = events[i + 1]
@@ -312,7 +320,7 @@ function createRedisStoreAdapter(input) {
   const settings = redisOptions(input)
   return new StoreAdapter((wake) => {
     try {
-      return NativeAdapter.redis(settings.native, wake)
+      return native.createRedis(settings.native, wake)
     } catch (err) {
       throw storeError(TypeError, codes.INVALID_ARGUMENT, redact(err.message, settings.secrets))
     }
@@ -328,7 +336,7 @@ function createRedisStoreAdapter(input) {
 function createMemoryStoreAdapter(input) {
   const settings = memoryOptions(input)
   const client = Object.freeze({ backend: 'memory', name: settings.name ?? null })
-  return new StoreAdapter((wake) => NativeAdapter.memory(settings.name, wake), {
+  return new StoreAdapter((wake) => native.createMemory(settings.name, wake), {
     keyPrefix: settings.keyPrefix,
     onError: settings.onError,
     client,

@@ -4,7 +4,7 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const { NativeAdapter } = require('../binding.js')
+const native = require('../binding.js')
 const { createMemoryStoreAdapter } = require('../index.js')
 const { waitUntil } = require('./helpers/wait.js')
 
@@ -13,9 +13,9 @@ const uniqueName = () => `memory-test-${process.pid}-${++names}`
 
 // The entries a named store physically holds, expired or not: internal, for reclaim tests.
 function entriesHeld(name) {
-  const probe = NativeAdapter.memory(name, () => {})
-  const count = probe.memoryEntryCount()
-  probe.close()
+  const probe = native.createMemory(name, () => {})
+  const count = native.memoryEntryCount(probe)
+  native.close(probe)
   return count
 }
 
