@@ -3,7 +3,8 @@
 // Kindling against plain ioredis on a private redis-server; every measurement runs in a fresh
 // child process (bench/client.js).
 //
-//   node bench/run.js [--write]      --write also rewrites BENCHMARKS.md
+//   node bench/run.js [--write]      --write also rewrites BENCHMARKS.md (keeping its
+//                                    hand-written "Levers measured" section)
 //   env BENCH_SECONDS (3)            measured seconds per run, after a 0.5 s warmup
 //   env BENCH_RUNS (3)               runs per client and case, in alternating order
 //   env BENCH_CASES (all)            comma-separated case ids, e.g. setget-1,pubsub-256
@@ -20,6 +21,7 @@ const WARMUP = 0.5
 const CHILD_TIMEOUT_MS = Math.max(60, 2 * SECONDS + 20) * 1000
 const WRITE = process.argv.includes('--write')
 const ROOT = path.join(__dirname, '..')
+const LEVERS_HEADING = '## Levers measured'
 
 const CASES = [
   { id: 'setget-1', title: 'set+get, 1 in flight', unit: 'ops/s', clients: ['kindling', 'ioredis', 'kindling-memory'] },
@@ -254,7 +256,13 @@ async function main() {
   const table = tables(summaries)
   const issues = problems(results, summaries)
   process.stdout.write(`\n${table}${issues.length ? `\nProblems:\n${issues.join('\n')}\n` : ''}`)
-  if (WRITE) fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), benchmarksMarkdown(table, issues))
+  if (WRITE) {
+    // The hand-written record of levers, from its heading on, survives a rewrite.
+    const file = path.join(ROOT, 'BENCHMARKS.md')
+    const previous = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''
+    const levers = previous.indexOf(LEVERS_HEADING)
+    fs.writeFileSync(file, benchmarksMarkdown(table, issues) + (levers >= 0 ? `\n${previous.slice(levers)}` : ''))
+  }
   const failed = [...summaries.values()].some((s) => s.failed || s.lost || s.reordered)
   process.exitCode = failed ? 1 : 0
 }
