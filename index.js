@@ -19,8 +19,10 @@ const UNSUBSCRIBE = 8
 const MAX_ID = 0xffffffff
 // [handle, id, op, ttlMs] of the next native.submit: numbers cross to Rust here, not as
 // arguments, which napi charges for one by one.
-const call = new Float64Array(4)
-native.registerCallBuffer(call)
+const callBuffer = new Float64Array(4)
+native.registerCallBuffer(callBuffer)
+// No adapter has this handle: a closed adapter's slot may be reused by a new one.
+const RELEASED = 0xffffffff
 // Events settled per turn of the event loop; a longer backlog continues on the next turn.
 const DRAIN_LIMIT = 16384
 const noop = () => {}
@@ -221,6 +223,7 @@ class StoreAdapter {
         if (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))
         this.#channels.clear()
         native.close(this.#handle)
+        this.#handle = RELEASED
         clearInterval(this.#keepAlive)
       })()
     }
@@ -245,10 +248,10 @@ class StoreAdapter {
     if (this.#closing && op !== UNSUBSCRIBE) return Promise.reject(closedError())
     const id = this.#nextId
     this.#nextId = id === MAX_ID ? 1 : id + 1
-    call[0] = this.#handle
-    call[1] = id
-    call[2] = op
-    call[3] = ttlMs === undefined ? 0 : ttlMs
+    callBuffer[0] = this.#handle
+    callBuffer[1] = id
+    callBuffer[2] = op
+    callBuffer[3] = ttlMs === undefined ? 0 : ttlMs
     const reply = native.submit(this.#keyPrefix + name, payload)
     if (reply !== undefined) {
       return Array.isArray(reply) ? Promise.reject(fromNative(reply, this.#secrets)) : Promise.resolve(decode(reply))
