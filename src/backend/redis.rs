@@ -29,6 +29,8 @@ const SPIN: Duration = Duration::from_micros(200);
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 /// How often a Pub/Sub connection is checked with a PING: the command timeout, within these.
+/// A Pub/Sub connection that lived this long resets the reconnect backoff when it is lost.
+const STABLE_SESSION: Duration = Duration::from_secs(5);
 const MIN_PING_EVERY: Duration = Duration::from_secs(1);
 const MAX_PING_EVERY: Duration = Duration::from_secs(30);
 
@@ -409,6 +411,7 @@ struct Session {
     sink: PubSubSink,
     forwarder: JoinHandle<()>,
     id: u64,
+    opened: Instant,
 }
 
 impl Drop for Session {
@@ -525,9 +528,15 @@ impl Subscriber {
         }
     }
 
-    /// The connection is gone: report it once, then reconnect with backoff.
+    /// The connection is gone: report it once, then reconnect with backoff. The backoff starts
+    /// over only after a connection that lasted, so a server that keeps dropping new
+    /// connections is retried (and reported) at most once a second.
     fn lose(&mut self) {
-        self.session = None;
+        if let Some(lost) = self.session.take() {
+            if lost.opened.elapsed() >= STABLE_SESSION {
+                self.backoff.succeeded();
+            }
+        }
         self.backoff.failed();
         self.outbox.push_all([Event::Failure(StoreError::new(
             ErrorCode::Connection,
@@ -559,7 +568,6 @@ impl Subscriber {
                 return Err(err);
             }
         }
-        self.backoff.succeeded();
         static SESSIONS: AtomicU64 = AtomicU64::new(0);
         let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
         let outbox = self.outbox.clone();
@@ -577,6 +585,7 @@ impl Subscriber {
             sink,
             forwarder,
             id,
+            opened: Instant::now(),
         });
         Ok(())
     }
