@@ -35,6 +35,14 @@ for (const backend of backends) {
         }
       })
 
+      it('round-trips a value larger than the string buffer (3 MB), then small ones again', async () => {
+        const big = { text: 'ü'.repeat(1_500_000) }
+        await store.set('big', big)
+        assert.deepEqual(await store.get('big'), big)
+        await store.set('after-big', 'small')
+        assert.equal(await store.get('after-big'), 'small')
+      })
+
       it('gives null for a missing key', async () => {
         assert.equal(await store.get('missing'), null)
       })

@@ -124,41 +124,46 @@ pub fn register_call_buffer(buffer: Float64Array) {
     CALL.set(Some(buffer));
 }
 
+/// Copies a JS string's UTF-8 into `buffer` (NUL-terminated, cut short if it does not fit)
+/// and returns the bytes written before the NUL; with an empty buffer, the full length.
+fn copy_utf8(env: sys::napi_env, value: sys::napi_value, buffer: &mut [u8]) -> napi::Result<usize> {
+    let mut written = 0;
+    let target = if buffer.is_empty() {
+        ptr::null_mut()
+    } else {
+        buffer.as_mut_ptr().cast()
+    };
+    // SAFETY: `target` is null or valid for `buffer.len()` bytes, of which napi writes at most
+    // that many; `env` and `value` come from the napi call in progress.
+    let status =
+        unsafe { sys::napi_get_value_string_utf8(env, value, target, buffer.len(), &mut written) };
+    if status == sys::Status::napi_ok {
+        Ok(written)
+    } else {
+        Err(napi::Error::from_reason("expected a string"))
+    }
+}
+
 /// A JS string's UTF-8, in one copy when it fits the reused buffer.
 fn read_string(env: &Env, value: &Unknown) -> napi::Result<String> {
+    const USUAL: usize = 16 * 1024;
     TEXT.with_borrow_mut(|buffer| {
         let (env, value) = (env.raw(), value.raw());
-        let mut written = 0;
-        let status = unsafe {
-            sys::napi_get_value_string_utf8(
-                env,
-                value,
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                &mut written,
-            )
-        };
-        if status != sys::Status::napi_ok {
-            return Err(napi::Error::from_reason("expected a string"));
-        }
+        let mut written = copy_utf8(env, value, buffer)?;
         if written + 1 >= buffer.len() {
             // Possibly cut short: ask for the length, grow, and copy again.
-            let mut length = 0;
-            unsafe { sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut length) };
-            buffer.resize(length + 1, 0);
-            unsafe {
-                sys::napi_get_value_string_utf8(
-                    env,
-                    value,
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    &mut written,
-                )
-            };
+            buffer.resize(copy_utf8(env, value, &mut [])? + 1, 0);
+            written = copy_utf8(env, value, buffer)?;
         }
         // V8 writes valid UTF-8 (JS checks names are well formed); checked all the same.
-        String::from_utf8(buffer[..written].to_vec())
-            .map_err(|_| napi::Error::from_reason("invalid UTF-8"))
+        let text = String::from_utf8(buffer[..written].to_vec())
+            .map_err(|_| napi::Error::from_reason("invalid UTF-8"));
+        if buffer.len() > USUAL {
+            // One huge value must not pin its size in memory for the thread's lifetime.
+            buffer.truncate(USUAL);
+            buffer.shrink_to_fit();
+        }
+        text
     })
 }
 
