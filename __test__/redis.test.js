@@ -51,6 +51,12 @@ describe('Redis inputs', () => {
     invalid({ sentinel: { sentinels: ['127.0.0.1:26379'], masterName: 'm' } }, /sentinel.*not supported/)
   })
 
+  it('refuses an ioredis client set up for Sentinel rather than connect elsewhere', () => {
+    const sentinelClient = new Redis({ sentinels: [{ host: '127.0.0.1', port: 1 }], name: 'mymaster', lazyConnect: true })
+    invalid(sentinelClient, /Sentinel/)
+    sentinelClient.disconnect()
+  })
+
   it('never puts a password into a factory error', () => {
     for (const input of ['redis://:hunter2-secret@127.0.0.1:6379/nodb', { url: 'redis://:hunter2-secret@/', port: 'x' }]) {
       assert.throws(() => createRedisStoreAdapter(input), (err) => {

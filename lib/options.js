@@ -128,6 +128,9 @@ function tlsOption(tls) {
 // Settings read off an ioredis instance; Kindling opens its own connections with them.
 function fromIoredis(client) {
   const o = client.options
+  if (Array.isArray(o.sentinels) && o.sentinels.length > 0) {
+    throw invalidArgument('an ioredis client for Redis Sentinel is not supported in this release yet (Sentinel comes in a later version)')
+  }
   const settings = {
     host: o.path ? undefined : o.host,
     port: o.path ? undefined : o.port,
