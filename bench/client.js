@@ -14,10 +14,18 @@ const CHANNEL = 'bench-channel'
 const CLOCK_TICK_US = 1e6 / 100 // Linux USER_HZ (getconf CLK_TCK) is 100
 // 100 bytes once serialized.
 const VALUE = { id: 4821, user: 'ada.lovelace', email: 'ada@example.com', roles: ['admin', 'editor'], active: true }
+// 9,959 bytes once serialized: the same fields and 120 order lines.
+const LARGE_VALUE = {
+  ...VALUE,
+  items: Array.from({ length: 120 }, (_, i) => ({ sku: `SKU-${String(i).padStart(5, '0')}`, name: `item ${i}`, qty: i % 7, cents: 999 + i, tags: ['bench', 'json'] })),
+}
 
 // The same calls over every client: set, get, increment, publish, subscribe, close. The
 // subscriber is a second adapter (or connection), as an app with a listener would have.
-function kindlingClient(create) {
+
+// An Igniter.js store adapter (Kindling's or @igniter-js/adapter-redis), used through its own
+// methods; `create` makes one adapter, and is called again for the subscriber.
+function adapterClient(create) {
   const store = create()
   let subscriber = null
   return {
@@ -33,36 +41,105 @@ function kindlingClient(create) {
   }
 }
 
-function ioredisClient(url) {
+// @igniter-js/adapter-redis over an ioredis instance. The adapter makes its subscriber
+// connection with redis.duplicate() and has no close(), so the duplicates are kept to quit.
+function igniterAdapter(url) {
   const Redis = require('ioredis')
-  const redis = new Redis(url)
-  let subscriber = null
+  const { createRedisStoreAdapter } = require('@igniter-js/adapter-redis')
+  const redis = new Redis(url, { keyPrefix: prefix })
+  const connections = [redis]
+  const duplicate = redis.duplicate
+  redis.duplicate = (...args) => {
+    connections.push(duplicate.apply(redis, args))
+    return connections.at(-1)
+  }
+  return { ...createRedisStoreAdapter(redis), close: () => Promise.all(connections.map((c) => c.quit())) }
+}
+
+// A plain Redis client doing its own JSON.stringify/parse and key prefix, as an app would;
+// `redis` wraps one library: set(key, text, px; 0 for no TTL), get, incr, publish(channel,
+// text), subscribe(channel, onText) on a second connection, close.
+function plainClient(redis) {
   return {
-    set: (key, value, ttl) => {
-      const text = JSON.stringify(value)
-      return ttl ? redis.set(prefix + key, text, 'PX', Math.round(ttl * 1000)) : redis.set(prefix + key, text)
-    },
+    set: (key, value, ttl) => redis.set(prefix + key, JSON.stringify(value), ttl ? Math.round(ttl * 1000) : 0),
     get: async (key) => {
       const text = await redis.get(prefix + key)
       return text === null ? null : JSON.parse(text)
     },
     increment: (key) => redis.incr(prefix + key),
     publish: (channel, message) => redis.publish(prefix + channel, JSON.stringify(message)),
-    subscribe: async (channel, onMessage) => {
+    subscribe: (channel, onMessage) => redis.subscribe(prefix + channel, (text) => onMessage(JSON.parse(text))),
+    close: () => redis.close(),
+  }
+}
+
+function ioredis(url) {
+  const Redis = require('ioredis')
+  const redis = new Redis(url)
+  let subscriber = null
+  return {
+    set: (key, text, px) => (px ? redis.set(key, text, 'PX', px) : redis.set(key, text)),
+    get: (key) => redis.get(key),
+    incr: (key) => redis.incr(key),
+    publish: (channel, text) => redis.publish(channel, text),
+    subscribe: async (channel, onText) => {
       subscriber = redis.duplicate()
-      subscriber.on('message', (_, text) => onMessage(JSON.parse(text)))
-      await subscriber.subscribe(prefix + channel)
+      subscriber.on('message', (_, text) => onText(text))
+      await subscriber.subscribe(channel)
     },
     close: () => Promise.all([redis.quit(), subscriber?.quit()]),
   }
 }
 
-function makeClient(name, url) {
+async function nodeRedis(url) {
+  const { createClient } = require('redis')
+  const redis = await createClient({ url }).connect()
+  let subscriber = null
+  return {
+    set: (key, text, px) => redis.set(key, text, px ? { expiration: { type: 'PX', value: px } } : undefined),
+    get: (key) => redis.get(key),
+    incr: (key) => redis.incr(key),
+    publish: (channel, text) => redis.publish(channel, text),
+    subscribe: async (channel, onText) => {
+      subscriber = await redis.duplicate().connect()
+      await subscriber.subscribe(channel, onText)
+    },
+    close: () => Promise.all([redis.close(), subscriber?.close()]),
+  }
+}
+
+async function valkeyGlide(url) {
+  const { GlideClient, TimeUnit } = require('@valkey/valkey-glide')
+  const { hostname, port } = new URL(url)
+  // Its default limit of 1000 requests in flight refuses setget-1024's 1024th.
+  const connect = (options) => GlideClient.createClient({ addresses: [{ host: hostname, port: Number(port) }], inflightRequestsLimit: 2048, ...options })
+  const redis = await connect()
+  let subscriber = null
+  return {
+    set: (key, text, px) => redis.set(key, text, px ? { expiry: { type: TimeUnit.Milliseconds, count: px } } : undefined),
+    get: (key) => redis.get(key),
+    incr: (key) => redis.incr(key),
+    publish: (channel, text) => redis.publish(text, channel),
+    subscribe: async (channel, onText) => {
+      subscriber = await connect({ pubsubSubscriptions: { channelsAndPatterns: {}, callback: (msg) => onText(msg.message) } })
+      await subscriber.subscribe([channel], 5000)
+    },
+    close: async () => {
+      redis.close()
+      subscriber?.close()
+    },
+  }
+}
+
+async function makeClient(name, url) {
   switch (name) {
-    case 'kindling': return kindlingClient(() => createRedisStoreAdapter({ url, keyPrefix: prefix }))
+    case 'kindling': return adapterClient(() => createRedisStoreAdapter({ url, keyPrefix: prefix }))
     // Named, so that a second adapter would share the store.
-    case 'kindling-memory': return kindlingClient(() => createMemoryStoreAdapter({ name: prefix, keyPrefix: prefix }))
-    case 'ioredis': return ioredisClient(url)
+    case 'kindling-memory': return adapterClient(() => createMemoryStoreAdapter({ name: prefix, keyPrefix: prefix }))
+    case 'igniter-adapter-redis': return adapterClient(() => igniterAdapter(url))
+    case 'ioredis': return plainClient(ioredis(url))
+    case 'node-redis': return plainClient(await nodeRedis(url))
+    case 'valkey-glide': return plainClient(await valkeyGlide(url))
     default: throw new Error(`unknown client ${name}`)
   }
 }
@@ -116,12 +193,12 @@ async function timedLoop(inFlight, opsPerCall, op) {
   return measure(async () => opsPerCall * (await loop(inFlight, config.seconds, op)))
 }
 
-async function setGet(client, inFlight) {
+async function setGet(client, inFlight, value = VALUE) {
   let mismatches = 0
   const result = await timedLoop(inFlight, 2, async (w) => {
-    await client.set(`sg:${w}`, VALUE, 60)
+    await client.set(`sg:${w}`, value, 60)
     const got = await client.get(`sg:${w}`)
-    if (got === null || got.id !== VALUE.id || got.email !== VALUE.email) mismatches++
+    if (got === null || got.id !== value.id || got.email !== value.email || got.items?.length !== value.items?.length) mismatches++
   })
   if (mismatches > 0) throw new Error(`${mismatches} get calls did not return the value just set`)
   return result
@@ -184,12 +261,14 @@ async function pubsub(client, inFlight) {
 const cases = {
   'setget-1': (client) => setGet(client, 1),
   'setget-64': (client) => setGet(client, 64),
+  'setget-1024': (client) => setGet(client, 1024),
+  'setget10k-64': (client) => setGet(client, 64, LARGE_VALUE),
   'incr-64': (client) => increment(client, 64),
   'pubsub-256': (client) => pubsub(client, 256),
 }
 
 async function main() {
-  const client = makeClient(config.client, config.url)
+  const client = await makeClient(config.client, config.url)
   const result = await cases[config.case](client)
   await client.close()
   process.send(result, () => process.disconnect())
