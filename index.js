@@ -18,9 +18,9 @@ const UNSUBSCRIBE = 8
 
 const MAX_ID = 0xffffffff
 // [handle, id, op, ttlMs] of the next native.submit: numbers cross to Rust here, not as
-// arguments, which napi charges for one by one.
-const callBuffer = new Float64Array(4)
-native.registerCallBuffer(callBuffer)
+// arguments, which napi charges for one by one. One array per thread, shared by every copy
+// of this module.
+const callBuffer = native.registerCallBuffer(new Float64Array(4))
 // No adapter has this handle: a closed adapter's slot may be reused by a new one.
 const RELEASED = 0xffffffff
 // Events settled per turn of the event loop; a longer backlog continues on the next turn.
@@ -220,7 +220,8 @@ class StoreAdapter {
   close() {
     if (!this.#closing) {
       this.#closing = (async () => {
-        if (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))
+        // A loop: a settled call's continuation may start an unsubscribe before this resumes.
+        while (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))
         this.#channels.clear()
         native.close(this.#handle)
         this.#handle = RELEASED

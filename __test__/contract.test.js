@@ -43,6 +43,17 @@ for (const backend of backends) {
         assert.equal(await store.get('after-big'), 'small')
       })
 
+      it('keeps multi-byte characters whole where they cross the 16 KB string buffer', async () => {
+        for (let pad = 16370; pad < 16390; pad++) {
+          const key = 'k'.repeat(pad) + '😀€é' + 'tail'
+          const value = 'v'.repeat(pad) + '😀€é' + 'tail'
+          await store.set(key, value)
+          assert.equal(await store.get(key), value)
+          assert.equal(await store.has('k'.repeat(pad) + '😀€é' + 'tai'), false)
+          await store.delete(key)
+        }
+      })
+
       it('gives null for a missing key', async () => {
         assert.equal(await store.get('missing'), null)
       })
@@ -401,6 +412,16 @@ for (const backend of backends) {
     })
 
     describe('close', () => {
+      it('an unsubscribe started by a call settling during close still settles', async () => {
+        const adapter = backend.create(sharedOptions())
+        await adapter.subscribe('closing-channel', () => {})
+        const settled = adapter.get('x')
+        const closed = adapter.close()
+        const unsubscribed = settled.then(() => adapter.unsubscribe('closing-channel'))
+        await closed
+        assert.equal(await unsubscribed, undefined)
+      })
+
       it('settles pending calls, then rejects later ones with ERR_STORE_CLOSED; idempotent', async () => {
         const adapter = backend.create(sharedOptions())
         const pending = [adapter.set('c', 1), adapter.get('c'), adapter.increment('n')]

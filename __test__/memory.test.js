@@ -76,6 +76,21 @@ describe('memory store', () => {
     await store.close()
   })
 
+  it('two copies of the module in one thread keep their calls apart', async () => {
+    const first = require('../index.js')
+    for (const file of Object.keys(require.cache)) if (file.endsWith('/index.js') || file.includes('/lib/')) delete require.cache[file]
+    const second = require('../index.js')
+    assert.notEqual(first, second)
+    const a = first.createMemoryStoreAdapter()
+    const b = second.createMemoryStoreAdapter()
+    await b.set('bk', 'from b')
+    await a.set('ak', 'from a')
+    assert.equal(await a.get('ak'), 'from a')
+    assert.equal(await b.get('ak'), null)
+    assert.equal(await b.get('bk'), 'from b')
+    await Promise.all([a.close(), b.close()])
+  })
+
   it('refuses bad options', () => {
     for (const bad of [1, 'x', { name: 1 }, { name: '' }, { keyPrefix: 2 }, { onError: 1 }, { nmae: 'typo' }]) {
       assert.throws(() => createMemoryStoreAdapter(bad), (err) => err instanceof TypeError && err.code === 'ERR_STORE_INVALID_ARGUMENT')

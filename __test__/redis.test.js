@@ -171,6 +171,24 @@ describe('Redis server', () => {
         assert.equal(await store.get('mine'), 'ok')
         await store.close()
       }
+      // A channel outside the user's patterns is refused; the channels already subscribed
+      // stay on the same connection.
+      const subscriber = createRedisStoreAdapter({ url: server.url, username: 'alice', password: 'alice-pass' })
+      try {
+        const { callback, all } = collect(1)
+        await subscriber.subscribe('acl:room', callback)
+        const connectionsBefore = await server.cli('CLIENT', 'LIST', 'TYPE', 'pubsub')
+        await assert.rejects(subscriber.subscribe('forbidden', () => {}), (err) => {
+          hasCode('ERR_STORE_REDIS')(err)
+          assert.match(err.message, /NOPERM/)
+          return true
+        })
+        assert.equal(await server.cli('CLIENT', 'LIST', 'TYPE', 'pubsub'), connectionsBefore)
+        await server.cli('PUBLISH', 'acl:room', '"still here"')
+        assert.deepEqual(await all, [{ message: 'still here', channel: 'acl:room' }])
+      } finally {
+        await subscriber.close()
+      }
       const wrong = createRedisStoreAdapter({ url: server.url, username: 'alice', password: 'not-alice-pass' })
       await assert.rejects(wrong.get('acl:mine'), hasCode('ERR_STORE_AUTH'))
       await wrong.close()

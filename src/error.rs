@@ -75,7 +75,12 @@ impl From<RedisError> for StoreError {
             _ if err.is_timeout() => ErrorCode::Timeout,
             _ => ErrorCode::Connection,
         };
-        StoreError::new(code, err.to_string())
+        // A server's refusal keeps the server's own words ("NOPERM this user has ...").
+        let message = match (err.code(), err.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            _ => err.to_string(),
+        };
+        StoreError::new(code, message)
     }
 }
 

@@ -17,7 +17,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Array, Float64Array, Function, Object, Unknown};
+use napi::bindgen_prelude::{
+    Array, Float64Array, FromNapiValue, Function, Object, ToNapiValue, Unknown,
+};
 use napi::{sys, Env, JsValue};
 use napi_derive::napi;
 
@@ -118,10 +120,23 @@ pub fn create_memory(
     }))
 }
 
-/// Where `submit` finds its numbers; called once per thread.
+/// Where `submit` finds its numbers: the first array registered on this thread, which every
+/// later caller gets back too, so two copies of index.js (a cleared require cache, a test
+/// runner's module registry) write to the one array Rust reads.
 #[napi]
-pub fn register_call_buffer(buffer: Float64Array) {
-    CALL.set(Some(buffer));
+pub fn register_call_buffer<'env>(
+    env: &'env Env,
+    candidate: Float64Array,
+) -> napi::Result<Unknown<'env>> {
+    CALL.with_borrow_mut(|slot| {
+        let shared = slot.get_or_insert(candidate);
+        // SAFETY: `env` is this call's environment, and `shared` holds a reference to a JS
+        // array created on this thread, which gives its value back without consuming it.
+        unsafe {
+            let value = <&mut Float64Array as ToNapiValue>::to_napi_value(env.raw(), shared)?;
+            Unknown::from_napi_value(env.raw(), value)
+        }
+    })
 }
 
 /// Copies a JS string's UTF-8 into `buffer` (NUL-terminated, cut short if it does not fit)
@@ -150,7 +165,8 @@ fn read_string(env: &Env, value: &Unknown) -> napi::Result<String> {
     TEXT.with_borrow_mut(|buffer| {
         let (env, value) = (env.raw(), value.raw());
         let mut written = copy_utf8(env, value, buffer)?;
-        if written + 1 >= buffer.len() {
+        // V8 never writes part of a character, so a cut string can end up to 4 bytes short.
+        if written + 4 >= buffer.len() {
             // Possibly cut short: ask for the length, grow, and copy again.
             buffer.resize(copy_utf8(env, value, &mut [])? + 1, 0);
             written = copy_utf8(env, value, buffer)?;

@@ -491,8 +491,12 @@ impl Subscriber {
                 self.channels.insert(channel);
                 Ok(Reply::Null)
             }
+            // Refused by the server (an ACL, say): the other channels stay as they are.
+            Ok(Err(err)) if matches!(err.kind(), ErrorKind::Server(_)) => {
+                Err(StoreError::from(err))
+            }
             Ok(Err(err)) => {
-                self.session = None;
+                self.lose();
                 Err(StoreError::from(err))
             }
             Err(_) => {
