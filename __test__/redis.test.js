@@ -200,7 +200,7 @@ describe('Redis server', () => {
 
   it('unsubscribe drops the server subscription before it resolves', async () => {
     const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'u:' })
-    const numsub = async () => (await server.cli('PUBSUB', 'NUMSUB', 'u:room')).split('\n')[1]
+    const numsub = () => server.numsub('u:room')
     const first = () => {}
     const second = () => {}
     await store.subscribe('room', first)
@@ -234,7 +234,7 @@ describe('Redis server', () => {
   it('restores subscriptions after CLIENT KILL TYPE pubsub', async () => {
     const lost = []
     const store = createRedisStoreAdapter({ url: server.url, keyPrefix: 'k:', onError: (err) => lost.push(err) })
-    const numsub = async () => (await server.cli('PUBSUB', 'NUMSUB', 'k:alive')).split('\n')[1]
+    const numsub = () => server.numsub('k:alive')
     const { callback, all } = collect(1)
     await store.subscribe('alive', callback)
     assert.equal(await numsub(), '1')
@@ -252,11 +252,10 @@ describe('Redis server', () => {
     await server.cli('CLIENT', 'PAUSE', '1500', 'ALL')
     await assert.rejects(store.subscribe('late', () => {}), hasCode('ERR_STORE_TIMEOUT'))
     await server.cli('CLIENT', 'UNPAUSE')
-    const numsub = async (channel) => (await server.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]
-    await waitUntil(async () => (await numsub('st:late')) === '0' && (await numsub('st:warm')) === '1', { what: 'late subscription gone, warm restored' })
+    await waitUntil(async () => (await server.numsub('st:late')) === '0' && (await server.numsub('st:warm')) === '1', { what: 'late subscription gone, warm restored' })
     await store.unsubscribe('late')
     await store.unsubscribe('warm')
-    assert.equal(await numsub('st:warm'), '0')
+    assert.equal(await server.numsub('st:warm'), '0')
     await store.close()
   })
 
@@ -410,7 +409,7 @@ describe('Redis faults', () => {
     const server = await startRedis()
     const lost = []
     const store = createRedisStoreAdapter({ url: server.url, onError: (err) => lost.push(err), commandTimeout: 1000 })
-    const numsub = async () => (await server.cli('PUBSUB', 'NUMSUB', 'phoenix')).split('\n')[1]
+    const numsub = () => server.numsub('phoenix')
     const { callback, all } = collect(1)
     await store.subscribe('phoenix', callback)
     await store.set('before', 1)

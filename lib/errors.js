@@ -31,11 +31,9 @@ function redact(text, secrets) {
   return out
 }
 
-// The native side reports failures as [code, message].
-function fromNative([code, message], secrets) {
-  const text = redact(message, secrets)
-  const ErrorType = code === codes.NOT_INTEGER && text.includes('MAX_SAFE_INTEGER') ? RangeError : Error
-  return storeError(ErrorType, code, text)
+// The native side reports failures as [code, message, 'Error' | 'RangeError'].
+function fromNative([code, message, errorType], secrets) {
+  return storeError(errorType === 'RangeError' ? RangeError : Error, code, redact(message, secrets))
 }
 
 module.exports = { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative }

@@ -26,7 +26,7 @@ pub enum Reply {
     Text(String),
     Number(f64),
     Bool(bool),
-    /// JS sees `[code, message]`: the only array a reply can be.
+    /// JS sees `[code, message, errorType]`: the only array a reply can be.
     Error(StoreError),
 }
 
@@ -39,7 +39,12 @@ impl ToNapiValue for Reply {
             Reply::Number(n) => f64::to_napi_value(env, n),
             Reply::Bool(b) => bool::to_napi_value(env, b),
             Reply::Error(err) => {
-                Vec::<&str>::to_napi_value(env, vec![err.code.as_str(), err.message.as_str()])
+                let error_type = if err.out_of_range {
+                    "RangeError"
+                } else {
+                    "Error"
+                };
+                Vec::<&str>::to_napi_value(env, vec![err.code.as_str(), &err.message, error_type])
             }
         }
     }

@@ -31,6 +31,8 @@ impl ErrorCode {
 pub struct StoreError {
     pub code: ErrorCode,
     pub message: String,
+    /// A number out of range: JS raises it as a `RangeError`.
+    pub out_of_range: bool,
 }
 
 impl StoreError {
@@ -38,6 +40,7 @@ impl StoreError {
         StoreError {
             code,
             message: message.into(),
+            out_of_range: false,
         }
     }
 
@@ -46,10 +49,13 @@ impl StoreError {
     }
 
     pub fn out_of_safe_range() -> Self {
-        StoreError::new(
-            ErrorCode::NotInteger,
-            "increment result is beyond Number.MAX_SAFE_INTEGER",
-        )
+        StoreError {
+            out_of_range: true,
+            ..StoreError::new(
+                ErrorCode::NotInteger,
+                "increment result is beyond Number.MAX_SAFE_INTEGER",
+            )
+        }
     }
 
     pub fn timeout(after_ms: u64) -> Self {

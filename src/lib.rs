@@ -194,7 +194,7 @@ pub fn submit(env: Env, key: Unknown, payload: Option<Unknown>) -> napi::Result<
             "the call buffer is not registered",
         )),
     })?;
-    let Some(op) = Op::decode(op as u32, Some(ttl_ms)) else {
+    let Some(op) = Op::decode(op as u32, ttl_ms) else {
         return Ok(Reply::Error(StoreError::new(
             ErrorCode::InvalidArgument,
             "unknown operation",

@@ -70,6 +70,11 @@ class RedisServer {
     return stdout.trim()
   }
 
+  /** Subscribers of `channel` on this server (PUBSUB NUMSUB), as redis-cli prints it. */
+  async numsub(channel) {
+    return (await this.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]
+  }
+
   cliAuth() {
     const i = this.args.indexOf('--requirepass')
     return i >= 0 ? ['--no-auth-warning', '-a', this.args[i + 1]] : []

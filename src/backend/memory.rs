@@ -7,10 +7,9 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::MAX_SAFE_INTEGER;
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::StoreError;
-
-const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
 struct Entry {
     value: String,

@@ -6,6 +6,9 @@ pub mod redis;
 
 use std::time::Duration;
 
+/// The largest integer a JS number holds exactly: counters stop below it.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
 /// One store operation. Keys and channels arrive with the adapter's prefix already on.
 #[derive(Debug)]
 pub enum Op {
@@ -22,10 +25,9 @@ pub enum Op {
 
 impl Op {
     /// The numbering the JS layer uses.
-    pub fn decode(code: u32, ttl_ms: Option<f64>) -> Option<Op> {
-        let ttl = ttl_ms
-            .filter(|ms| *ms > 0.0)
-            .map(|ms| Duration::from_millis(ms as u64));
+    /// `ttl_ms` of 0 means none.
+    pub fn decode(code: u32, ttl_ms: f64) -> Option<Op> {
+        let ttl = (ttl_ms > 0.0).then(|| Duration::from_millis(ttl_ms as u64));
         Some(match code {
             0 => Op::Get,
             1 => Op::Set { ttl },

@@ -17,12 +17,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::Op;
+use super::{Op, MAX_SAFE_INTEGER};
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::{from_server_reply, ErrorCode, StoreError};
 use crate::options::{RedisOptions, Timeouts};
 
-const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 /// Commands taken off the queue into one pipeline at most.
 const MAX_BATCH: usize = 1024;
 const SPIN: Duration = Duration::from_micros(200);
