@@ -14,10 +14,10 @@ const { createMemoryStoreAdapter, createRedisStoreAdapter } = require('../index.
 
 const fixture = path.join(__dirname, 'fixtures', 'lifetime.js')
 
-// Runs a scenario; `onLine` sees each stdout line. A child that does not exit in time is killed
-// and reported as such, so a hang fails the test instead of stalling the suite.
-async function runChild(args, onLine = () => {}, timeoutMs = 15000) {
-  const child = spawn(process.execPath, [fixture, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+// Runs a scenario (of `script`); `onLine` sees each stdout line. A child that does not exit in
+// time is killed and reported as such, so a hang fails the test instead of stalling the suite.
+async function runChild(args, onLine = () => {}, { timeoutMs = 15000, script = fixture } = {}) {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const lines = []
   let stderr = ''
   child.stderr.on('data', (d) => (stderr += d))
@@ -87,14 +87,10 @@ describe('process lifetime', () => {
 
   it('a process that loads the addon only in workers survives them ending, in a loop', async () => {
     const script = path.join(__dirname, 'fixtures', 'workers-only.js')
-    const child = spawn(process.execPath, [script, server.url], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let output = ''
-    child.stdout.on('data', (d) => (output += d))
-    child.stderr.on('data', (d) => (output += d))
-    const [code, signal] = await once(child, 'exit')
-    assert.equal(signal, null, output)
-    assert.equal(code, 0, output)
-    assert.match(output, /done/)
+    const { code, signal, lines, stderr } = await runChild([server.url], undefined, { timeoutMs: 60000, script })
+    assert.equal(signal, null, stderr)
+    assert.equal(code, 0, stderr)
+    assert.match(lines.join('\n'), /done/)
   })
 
   it('workers can load, use and be terminated mid-call, in a loop', async () => {
