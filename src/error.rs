@@ -1,6 +1,6 @@
 //! Error codes of SPEC section 4, and the mapping from Redis failures onto them.
 
-use redis::{ErrorKind, RedisError, ServerError, ServerErrorKind};
+use redis::{ErrorKind, RedisError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -94,22 +94,15 @@ fn is_auth_reply(code: Option<&str>) -> bool {
     matches!(code, Some("NOAUTH" | "WRONGPASS"))
 }
 
-/// An error reply to one command of a pipeline, keeping the server's text. `to_increment`:
-/// the command was INCR, whose refusals of the stored value have their own code.
-pub fn from_server_reply(err: &ServerError, to_increment: bool) -> StoreError {
-    let (code, detail) = (err.code(), err.details());
-    let text = match detail {
-        Some(detail) => format!("{code} {detail}"),
-        None => code.to_string(),
-    };
+/// An error reply to one command of a pipeline ("CODE detail"), keeping the server's text.
+/// `to_increment`: the command was INCR, whose refusals of the stored value have their own code.
+pub fn from_server_reply(text: &str, to_increment: bool) -> StoreError {
+    let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
     let code = if is_auth_reply(Some(code)) {
         ErrorCode::Auth
-    } else if to_increment && detail.is_some_and(|d| d.contains("would overflow")) {
+    } else if to_increment && detail.contains("would overflow") {
         return StoreError::out_of_safe_range();
-    } else if to_increment
-        && err.kind() == Some(ServerErrorKind::ResponseError)
-        && detail.is_some_and(|d| d.contains("not an integer"))
-    {
+    } else if to_increment && code == "ERR" && detail.contains("not an integer") {
         ErrorCode::NotInteger
     } else {
         ErrorCode::Redis

@@ -3,6 +3,7 @@
 
 pub mod memory;
 pub mod redis;
+mod wire;
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
 /// One store operation. Keys and channels arrive with the adapter's prefix already on.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Op {
     Get,
     Set { ttl: Option<Duration> },

@@ -1,22 +1,23 @@
-//! Redis standalone: one multiplexed connection for commands, sent as one pipeline per batch
-//! taken off the queue, and one Pub/Sub connection that restores every subscription after
-//! it reconnects. Both reconnect with capped backoff.
+//! Redis standalone: one command connection of our own, written to as one pipeline per batch
+//! taken off the queue and read by a task that completes each request with its reply; and one
+//! Pub/Sub connection (the redis crate's) that restores every subscription after it
+//! reconnects. Both reconnect with capped backoff.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink};
-use redis::{
-    AsyncConnectionConfig, Client, ErrorKind, Pipeline, ProtocolVersion, PushInfo, PushKind,
-    RedisError, Value,
-};
+use redis::aio::PubSubSink;
+use redis::{Client, ErrorKind, ProtocolVersion, RedisError, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::wire::{self, Connector, Frame, Parsed, Stream};
 use super::{Op, MAX_SAFE_INTEGER};
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::{from_server_reply, ErrorCode, StoreError};
@@ -25,6 +26,9 @@ use crate::options::{RedisOptions, Timeouts};
 /// Commands taken off the queue into one pipeline at most.
 const MAX_BATCH: usize = 1024;
 const SPIN: Duration = Duration::from_micros(200);
+/// Read in chunks of this much; buffers that grew past `KEEP_BUFFER` for a big value shrink back.
+const READ_CHUNK: usize = 64 * 1024;
+const KEEP_BUFFER: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 /// How often a Pub/Sub connection is checked with a PING: the command timeout, within these.
@@ -47,16 +51,23 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     pub fn start(options: &RedisOptions, outbox: Arc<Outbox>) -> Result<Self, StoreError> {
-        let commands_client = options.client(ProtocolVersion::RESP3)?;
-        let fallback_client = options.client(ProtocolVersion::RESP2)?;
+        let connector = Connector::new(options)?;
+        let subscriber_client = options.client(ProtocolVersion::RESP2)?;
         let runtime = runtime()?;
         let (commands, command_queue) = unbounded_channel();
         let (subscriptions, subscription_queue) = unbounded_channel();
         let timeouts = Arc::new(options.timeouts());
-        let link = Link::new(commands_client, fallback_client.clone(), timeouts.clone());
-        runtime.spawn(serve_commands(link, command_queue, outbox.clone()));
+        let link = Link {
+            connector,
+            timeouts: timeouts.clone(),
+            outbox: outbox.clone(),
+            live: None,
+            backoff: Backoff::new(),
+            last_error: None,
+        };
+        runtime.spawn(serve_commands(link, command_queue));
         runtime.spawn(serve_subscriptions(
-            fallback_client,
+            subscriber_client,
             timeouts,
             subscription_queue,
             outbox,
@@ -74,6 +85,11 @@ impl RedisBackend {
         };
         queue.send(request).map_err(|_| StoreError::closed())
     }
+}
+
+// A panic while holding the lock leaves a plain queue behind: still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One runtime thread for the process: a current-thread runtime beat a multi-thread one with
@@ -132,43 +148,237 @@ impl Backoff {
     }
 }
 
-/// A command connection and the flag that marks it broken, raised by a failed batch or by
-/// the crate's disconnection notice.
-#[derive(Clone)]
-struct Live {
-    connection: MultiplexedConnection,
-    broken: Arc<AtomicBool>,
+/// A request written to the connection and not yet answered, oldest first.
+struct Awaiting {
+    id: u32,
+    op: Op,
+    deadline: Instant,
 }
 
-/// The command connection, made on demand and again after it breaks. It speaks RESP3 where
-/// the server can, so that the crate reports a dropped connection at once and the next call
-/// reconnects instead of failing on the dead socket; older servers get RESP2.
+/// What the writer (`serve_commands`) and the connection's reply reader share.
+struct InFlight {
+    queue: VecDeque<Awaiting>,
+    /// Set once, by whoever finds the connection dead; that side fails everything queued.
+    closed: bool,
+}
+
+struct Shared {
+    in_flight: Mutex<InFlight>,
+    /// Rung when requests arrive on an idle connection, so the reader starts their clock.
+    arrived: Notify,
+    outbox: Arc<Outbox>,
+}
+
+impl Shared {
+    fn close(&self, err: StoreError) {
+        let failed = {
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.closed {
+                return;
+            }
+            in_flight.closed = true;
+            std::mem::take(&mut in_flight.queue)
+        };
+        self.outbox
+            .push_all(failed.into_iter().map(|awaiting| Event::Completion {
+                id: awaiting.id,
+                reply: Reply::Error(err.clone()),
+            }));
+    }
+}
+
+/// A request the connection did not take because it had closed just before.
+struct Unsent;
+
+/// One live command connection: its write half, and a task that reads the replies.
+struct Connection {
+    writer: WriteHalf<Box<dyn Stream>>,
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+    encoded: Vec<u8>,
+}
+
+impl Connection {
+    fn open(stream: Box<dyn Stream>, outbox: Arc<Outbox>, command_timeout: Duration) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        let shared = Arc::new(Shared {
+            in_flight: Mutex::new(InFlight {
+                queue: VecDeque::new(),
+                closed: false,
+            }),
+            arrived: Notify::new(),
+            outbox,
+        });
+        let reader = tokio::spawn(read_replies(reader, shared.clone(), command_timeout));
+        Connection {
+            writer,
+            shared,
+            reader,
+            encoded: Vec::new(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.shared.in_flight).closed
+    }
+
+    /// Writes the batch as one pipeline. The replies come through the reader; a failed
+    /// write fails them here.
+    async fn send(
+        &mut self,
+        requests: &[Request],
+        command_timeout: Duration,
+    ) -> Result<(), Unsent> {
+        self.encoded.clear();
+        for request in requests {
+            wire::encode(
+                &mut self.encoded,
+                &request.op,
+                &request.key,
+                &request.payload,
+            );
+        }
+        let deadline = Instant::now() + command_timeout;
+        {
+            let mut in_flight = lock(&self.shared.in_flight);
+            if in_flight.closed {
+                return Err(Unsent);
+            }
+            let was_idle = in_flight.queue.is_empty();
+            in_flight
+                .queue
+                .extend(requests.iter().map(|request| Awaiting {
+                    id: request.id,
+                    op: request.op,
+                    deadline,
+                }));
+            if was_idle {
+                self.shared.arrived.notify_one();
+            }
+        }
+        match timeout(command_timeout, self.writer.write_all(&self.encoded)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => self.shared.close(StoreError::new(
+                ErrorCode::Connection,
+                format!("connection lost: {err}"),
+            )),
+            // A server that stops reading may be gone without a FIN: replace the connection.
+            Err(_) => self
+                .shared
+                .close(StoreError::timeout(command_timeout.as_millis() as u64)),
+        }
+        if self.encoded.capacity() > KEEP_BUFFER {
+            self.encoded = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.shared.close(StoreError::new(
+            ErrorCode::Connection,
+            "the connection was closed",
+        ));
+    }
+}
+
+/// Reads replies in order and completes the oldest request with each; fails them all when
+/// the connection closes, breaks or lets the oldest one wait past the command timeout.
+async fn read_replies(
+    mut reader: ReadHalf<Box<dyn Stream>>,
+    shared: Arc<Shared>,
+    command_timeout: Duration,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut events = Vec::new();
+    let mut wanted = 0;
+    let timer = sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed_for = None;
+    let failure = loop {
+        let oldest = lock(&shared.in_flight).queue.front().map(|a| a.deadline);
+        if let Some(deadline) = oldest {
+            if armed_for != Some(deadline) {
+                timer.as_mut().reset(deadline);
+                armed_for = Some(deadline);
+            }
+        }
+        let room = buf.capacity() - buf.len();
+        if room < READ_CHUNK / 2 || buf.capacity() < wanted {
+            buf.reserve(READ_CHUNK.max(wanted.saturating_sub(buf.len())));
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break StoreError::new(ErrorCode::Connection, "the server closed the connection"),
+                Ok(_) => {}
+                Err(err) => break StoreError::new(ErrorCode::Connection, format!("connection lost: {err}")),
+            },
+            _ = &mut timer, if oldest.is_some() => {
+                break StoreError::timeout(command_timeout.as_millis() as u64)
+            }
+            _ = shared.arrived.notified(), if oldest.is_none() => continue,
+        }
+        let mut at = 0;
+        let parsed = {
+            let mut in_flight = lock(&shared.in_flight);
+            loop {
+                match wire::parse(&buf[at..]) {
+                    Ok(Parsed::Frame(frame, used)) => {
+                        let Some(awaiting) = in_flight.queue.pop_front() else {
+                            break Err(wire::protocol_error("a reply to no command"));
+                        };
+                        events.push(Event::Completion {
+                            id: awaiting.id,
+                            reply: reply_for(&awaiting.op, frame, &buf[at..]),
+                        });
+                        at += used;
+                    }
+                    Ok(Parsed::Incomplete(need)) => {
+                        wanted = need;
+                        break Ok(());
+                    }
+                    Err(err) => break Err(err),
+                }
+            }
+        };
+        if !events.is_empty() {
+            shared.outbox.push_all(events.drain(..));
+        }
+        if let Err(err) = parsed {
+            break err;
+        }
+        buf.drain(..at);
+        if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+            buf = Vec::with_capacity(READ_CHUNK);
+        }
+    };
+    shared.close(failure);
+}
+
+/// The command connection, made on demand and again after it breaks.
 struct Link {
-    client: Client,
-    resp2_fallback: Option<Client>,
+    connector: Connector,
     timeouts: Arc<Timeouts>,
-    live: Option<Live>,
+    outbox: Arc<Outbox>,
+    live: Option<Connection>,
     backoff: Backoff,
     last_error: Option<StoreError>,
 }
 
 impl Link {
-    fn new(client: Client, resp2_fallback: Client, timeouts: Arc<Timeouts>) -> Self {
-        Link {
-            client,
-            resp2_fallback: Some(resp2_fallback),
-            timeouts,
-            live: None,
-            backoff: Backoff::new(),
-            last_error: None,
+    async fn connection(&mut self) -> Result<&mut Connection, StoreError> {
+        if !self.live.as_ref().is_some_and(|live| !live.is_closed()) {
+            self.live = None;
+            self.reconnect().await?;
         }
+        self.live
+            .as_mut()
+            .ok_or_else(|| StoreError::new(ErrorCode::Connection, "not connected"))
     }
 
-    async fn connection(&mut self) -> Result<Live, StoreError> {
-        match &self.live {
-            Some(live) if !live.broken.load(Ordering::Acquire) => return Ok(live.clone()),
-            _ => self.live = None,
-        }
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
         let wait = self
             .backoff
             .next_attempt
@@ -179,59 +389,24 @@ impl Link {
             }
         }
         sleep_until(self.backoff.next_attempt).await;
-        let mut attempt = self.connect().await;
-        if matches!(&attempt, Err(err) if refuses_resp3(err)) {
-            if let Some(resp2) = self.resp2_fallback.take() {
-                self.client = resp2;
-                attempt = self.connect().await;
-            }
-        }
-        match attempt {
-            Ok(live) => {
+        match wire::connect_within(&self.connector, self.timeouts.connect).await {
+            Ok(stream) => {
                 self.backoff.succeeded();
                 self.last_error = None;
-                self.live = Some(live.clone());
-                Ok(live)
+                self.live = Some(Connection::open(
+                    stream,
+                    self.outbox.clone(),
+                    self.timeouts.command,
+                ));
+                Ok(())
             }
             Err(err) => {
                 self.backoff.failed();
-                let err = connection_error(err);
                 self.last_error = Some(err.clone());
                 Err(err)
             }
         }
     }
-
-    async fn connect(&self) -> Result<Live, RedisError> {
-        let broken = Arc::new(AtomicBool::new(false));
-        let mut config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeouts.connect))
-            .set_response_timeout(None);
-        if self.resp2_fallback.is_some() {
-            let broken = broken.clone();
-            config = config.set_push_sender(move |push: PushInfo| {
-                if push.kind == PushKind::Disconnection {
-                    broken.store(true, Ordering::Release);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            });
-        }
-        let connecting = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        let connection = timeout(self.timeouts.connect, connecting)
-            .await
-            .unwrap_or_else(|_| Err(connect_timeout_error()))?;
-        Ok(Live { connection, broken })
-    }
-}
-
-/// A server without `HELLO` (before Redis 6, or with the command renamed away).
-fn refuses_resp3(err: &RedisError) -> bool {
-    err.kind() == ErrorKind::RESP3NotSupported
-        || err
-            .detail()
-            .is_some_and(|detail| detail.starts_with("unknown command") && detail.contains("HELLO"))
 }
 
 fn connect_timeout_error() -> RedisError {
@@ -250,11 +425,7 @@ fn connection_error(err: RedisError) -> StoreError {
     }
 }
 
-async fn serve_commands(
-    mut link: Link,
-    mut queue: UnboundedReceiver<Request>,
-    outbox: Arc<Outbox>,
-) {
+async fn serve_commands(mut link: Link, mut queue: UnboundedReceiver<Request>) {
     // Connect at once, so the first commands find the connection ready or being made.
     let _ = link.connection().await;
     let mut batch = Vec::new();
@@ -273,136 +444,65 @@ async fn serve_commands(
             break;
         }
         pipelining = batch.len() > 1;
-        let requests = std::mem::take(&mut batch);
-        match link.connection().await {
-            Ok(live) => {
-                tokio::spawn(run_batch(
-                    live,
-                    requests,
-                    outbox.clone(),
-                    link.timeouts.command,
-                ));
-            }
-            Err(err) => {
-                // Everything that queued meanwhile fails too, so nothing piles up while down.
-                let mut failed = requests;
-                while let Ok(request) = queue.try_recv() {
-                    failed.push(request);
+        // A connection that closed just before this batch was written gets one more try.
+        let mut retried = false;
+        let command_timeout = link.timeouts.command;
+        let failure = loop {
+            match link.connection().await {
+                Ok(connection) => match connection.send(&batch, command_timeout).await {
+                    Ok(()) => break None,
+                    Err(Unsent) if !retried => retried = true,
+                    Err(Unsent) => {
+                        break Some(StoreError::new(
+                            ErrorCode::Connection,
+                            "the connection closed as soon as it opened",
+                        ))
+                    }
+                },
+                Err(err) => {
+                    // Everything that queued meanwhile fails too, so nothing piles up while down.
+                    while let Ok(request) = queue.try_recv() {
+                        batch.push(request);
+                    }
+                    break Some(err);
                 }
-                outbox.push_all(failed.into_iter().map(|r| Event::Completion {
-                    id: r.id,
+            }
+        };
+        let requests = std::mem::take(&mut batch);
+        if let Some(err) = failure {
+            link.outbox
+                .push_all(requests.into_iter().map(|request| Event::Completion {
+                    id: request.id,
                     reply: Reply::Error(err.clone()),
                 }));
-            }
         }
     }
 }
 
-async fn run_batch(
-    Live {
-        mut connection,
-        broken,
-    }: Live,
-    requests: Vec<Request>,
-    outbox: Arc<Outbox>,
-    command_timeout: Duration,
-) {
-    let mut pipeline = Pipeline::with_capacity(requests.len());
-    for request in &requests {
-        add_command(&mut pipeline, request);
-    }
-    let sent = timeout(
-        command_timeout,
-        connection.send_packed_commands(&pipeline, 0, requests.len()),
-    )
-    .await;
-    let replies = match sent {
-        Ok(Ok(values)) if values.len() == requests.len() => Ok(values),
-        Ok(Ok(_)) => Err(StoreError::new(
-            ErrorCode::Redis,
-            "the server's replies did not match the commands sent",
+fn reply_for(op: &Op, frame: Frame, bytes: &[u8]) -> Reply {
+    match (op, frame) {
+        (op, Frame::Error(text)) => Reply::Error(from_server_reply(
+            &String::from_utf8_lossy(&bytes[text]),
+            matches!(op, Op::Increment),
         )),
-        Ok(Err(err)) => {
-            if err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_io_error() {
-                broken.store(true, Ordering::Release);
-            }
-            Err(StoreError::from(err))
-        }
-        Err(_) => {
-            // A connection that stops answering may be dead without a FIN: replace it, which
-            // also frees the requests it still holds.
-            broken.store(true, Ordering::Release);
-            Err(StoreError::timeout(command_timeout.as_millis() as u64))
-        }
-    };
-    match replies {
-        Ok(values) => {
-            outbox.push_all(
-                requests
-                    .iter()
-                    .zip(values)
-                    .map(|(request, value)| Event::Completion {
-                        id: request.id,
-                        reply: reply_for(&request.op, value),
-                    }),
-            )
-        }
-        Err(err) => outbox.push_all(requests.iter().map(|request| Event::Completion {
-            id: request.id,
-            reply: Reply::Error(err.clone()),
-        })),
-    }
-}
-
-fn add_command(pipeline: &mut Pipeline, request: &Request) {
-    let key = request.key.as_str();
-    match request.op {
-        Op::Get => pipeline.cmd("GET").arg(key),
-        Op::Set { ttl: None } => pipeline.cmd("SET").arg(key).arg(&request.payload),
-        Op::Set { ttl: Some(ttl) } => pipeline
-            .cmd("SET")
-            .arg(key)
-            .arg(&request.payload)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64),
-        Op::Delete => pipeline.cmd("DEL").arg(key),
-        Op::Has => pipeline.cmd("EXISTS").arg(key),
-        Op::Increment => pipeline.cmd("INCR").arg(key),
-        Op::Expire { ttl } => pipeline.cmd("PEXPIRE").arg(key).arg(ttl.as_millis() as u64),
-        // Subscriptions travel on their own connection; `submit` never routes them here.
-        Op::Publish | Op::Subscribe | Op::Unsubscribe => {
-            pipeline.cmd("PUBLISH").arg(key).arg(&request.payload)
-        }
-    };
-}
-
-fn reply_for(op: &Op, value: Value) -> Reply {
-    let unexpected = |value: &Value| {
-        Reply::Error(StoreError::new(
-            ErrorCode::Redis,
-            format!("unexpected reply {value:?}"),
-        ))
-    };
-    match (op, value) {
-        (op, Value::ServerError(err)) => {
-            Reply::Error(from_server_reply(&err, matches!(op, Op::Increment)))
-        }
-        (Op::Get, Value::Nil) => Reply::Null,
-        (Op::Get, Value::BulkString(bytes)) => Reply::Text(text(bytes)),
-        (Op::Get, Value::SimpleString(s)) => Reply::Text(s),
-        (Op::Has, Value::Int(n)) => Reply::Bool(n > 0),
-        (Op::Increment, Value::Int(n)) if n > MAX_SAFE_INTEGER => {
+        (Op::Get, Frame::Nil) => Reply::Null,
+        (Op::Get, Frame::Bulk(value) | Frame::Status(value)) => Reply::Text(text(&bytes[value])),
+        (Op::Has, Frame::Integer(n)) => Reply::Bool(n > 0),
+        (Op::Increment, Frame::Integer(n)) if n > MAX_SAFE_INTEGER => {
             Reply::Error(StoreError::out_of_safe_range())
         }
-        (Op::Increment, Value::Int(n)) => Reply::Number(n as f64),
-        (Op::Get | Op::Has | Op::Increment, value) => unexpected(&value),
+        (Op::Increment, Frame::Integer(n)) => Reply::Number(n as f64),
+        (Op::Get | Op::Has | Op::Increment, frame) => Reply::Error(StoreError::new(
+            ErrorCode::Redis,
+            format!("unexpected reply {frame:?}"),
+        )),
         _ => Reply::Null,
     }
 }
 
 /// Other clients may write bytes that are not UTF-8; they arrive with replacement characters.
-fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A live Pub/Sub connection: the sink subscribes, a task forwards the messages.
@@ -579,7 +679,7 @@ impl Subscriber {
             while let Some(message) = stream.next().await {
                 outbox.push_all([Event::Message {
                     channel: message.get_channel_name().to_string(),
-                    payload: text(message.get_payload_bytes().to_vec()),
+                    payload: text(message.get_payload_bytes()),
                 }]);
             }
             let _ = lost.send(id);

@@ -1,0 +1,384 @@
+//! The command connection's own wire: RESP2 requests written straight into one buffer per
+//! batch, and replies parsed straight into what JS receives. The redis crate's multiplexed
+//! connection put a channel, a task wake, a `Value` tree and an allocation per argument
+//! between the queue and the socket; on this path those were most of the I/O thread's work.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+
+use super::Op;
+use crate::error::{ErrorCode, StoreError};
+use crate::options::RedisOptions;
+
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// Appends one command to `out` in RESP's array-of-bulk-strings form.
+pub fn encode(out: &mut Vec<u8>, op: &Op, key: &str, payload: &str) {
+    let mut ttl_digits = itoa::Buffer::new();
+    match op {
+        Op::Get => command(out, &[b"GET", key.as_bytes()]),
+        Op::Set { ttl: None } => command(out, &[b"SET", key.as_bytes(), payload.as_bytes()]),
+        Op::Set { ttl: Some(ttl) } => {
+            let ms = ttl_digits.format(ttl.as_millis() as u64).as_bytes();
+            command(
+                out,
+                &[b"SET", key.as_bytes(), payload.as_bytes(), b"PX", ms],
+            )
+        }
+        Op::Delete => command(out, &[b"DEL", key.as_bytes()]),
+        Op::Has => command(out, &[b"EXISTS", key.as_bytes()]),
+        Op::Increment => command(out, &[b"INCR", key.as_bytes()]),
+        Op::Expire { ttl } => {
+            let ms = ttl_digits.format(ttl.as_millis() as u64).as_bytes();
+            command(out, &[b"PEXPIRE", key.as_bytes(), ms])
+        }
+        // Subscriptions travel on their own connection; they never reach this one.
+        Op::Publish | Op::Subscribe | Op::Unsubscribe => {
+            command(out, &[b"PUBLISH", key.as_bytes(), payload.as_bytes()])
+        }
+    }
+}
+
+pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    let mut digits = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(digits.format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        out.push(b'$');
+        out.extend_from_slice(digits.format(arg.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// One RESP2 reply, pointing into the read buffer where it carries bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Status(Range<usize>),
+    Error(Range<usize>),
+    Integer(i64),
+    Bulk(Range<usize>),
+    Nil,
+    /// An array: no command on this connection answers with one.
+    Unexpected(u8),
+}
+
+pub enum Parsed {
+    /// A whole reply and the bytes it took.
+    Frame(Frame, usize),
+    /// More bytes are needed; at least this many in all, where the header says so.
+    Incomplete(usize),
+}
+
+/// Parses the reply at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Result<Parsed, StoreError> {
+    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(Parsed::Incomplete(0));
+    };
+    let Some(&kind) = buf.first() else {
+        return Ok(Parsed::Incomplete(0));
+    };
+    let line = 1..line_end;
+    let after_line = line_end + 2;
+    let frame = match kind {
+        b'+' => Frame::Status(line),
+        b'-' => Frame::Error(line),
+        b':' => Frame::Integer(integer(&buf[line])?),
+        b'$' => {
+            let len = integer(&buf[line])?;
+            if len < 0 {
+                return Ok(Parsed::Frame(Frame::Nil, after_line));
+            }
+            let end = after_line + len as usize;
+            if buf.len() < end + 2 {
+                return Ok(Parsed::Incomplete(end + 2));
+            }
+            return Ok(Parsed::Frame(Frame::Bulk(after_line..end), end + 2));
+        }
+        other => Frame::Unexpected(other),
+    };
+    Ok(Parsed::Frame(frame, after_line))
+}
+
+fn integer(digits: &[u8]) -> Result<i64, StoreError> {
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| protocol_error("a malformed number"))
+}
+
+pub fn protocol_error(what: &str) -> StoreError {
+    StoreError::new(
+        ErrorCode::Connection,
+        format!("the server sent {what}; the connection was dropped"),
+    )
+}
+
+/// Where and how to connect, and what to say first.
+pub struct Connector {
+    target: Target,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `AUTH` and `SELECT`, sent before any command, and how many replies they expect.
+    hello: Vec<u8>,
+    hello_replies: usize,
+}
+
+enum Target {
+    Tcp(String, u16),
+    Unix(String),
+}
+
+impl Connector {
+    pub fn new(options: &RedisOptions) -> Result<Self, StoreError> {
+        let target = match &options.path {
+            Some(path) => Target::Unix(path.clone()),
+            None => Target::Tcp(options.host.clone(), options.port as u16),
+        };
+        let tls = match &options.tls {
+            Some(tls) if options.path.is_none() => {
+                let config = tls_config(tls)?;
+                let name = ServerName::try_from(options.host.clone())
+                    .map_err(|e| invalid(format!("host is not a valid TLS server name: {e}")))?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+            _ => None,
+        };
+        let mut hello = Vec::new();
+        let mut hello_replies = 0;
+        if let Some(password) = &options.password {
+            match &options.username {
+                Some(user) => command(&mut hello, &[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => command(&mut hello, &[b"AUTH", password.as_bytes()]),
+            }
+            hello_replies += 1;
+        }
+        if options.db != 0 {
+            let mut digits = itoa::Buffer::new();
+            command(
+                &mut hello,
+                &[b"SELECT", digits.format(options.db).as_bytes()],
+            );
+            hello_replies += 1;
+        }
+        Ok(Connector {
+            target,
+            tls,
+            hello,
+            hello_replies,
+        })
+    }
+
+    /// A connection that has authenticated and selected its database.
+    pub async fn connect(&self) -> Result<Box<dyn Stream>, StoreError> {
+        let mut stream: Box<dyn Stream> = match &self.target {
+            Target::Tcp(host, port) => {
+                let tcp = TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| connection_error("could not connect", &e))?;
+                tune(&tcp);
+                match &self.tls {
+                    Some((connector, name)) => Box::new(
+                        connector
+                            .connect(name.clone(), tcp)
+                            .await
+                            .map_err(|e| connection_error("TLS handshake failed", &e))?,
+                    ),
+                    None => Box::new(tcp),
+                }
+            }
+            Target::Unix(path) => Box::new(
+                UnixStream::connect(path)
+                    .await
+                    .map_err(|e| connection_error("could not connect", &e))?,
+            ),
+        };
+        if self.hello_replies > 0 {
+            stream
+                .write_all(&self.hello)
+                .await
+                .map_err(|e| connection_error("connection lost", &e))?;
+            self.read_hello_replies(&mut stream).await?;
+        }
+        Ok(stream)
+    }
+
+    async fn read_hello_replies(&self, stream: &mut Box<dyn Stream>) -> Result<(), StoreError> {
+        let mut buf = Vec::with_capacity(256);
+        let mut replies = 0;
+        while replies < self.hello_replies {
+            match parse(&buf)? {
+                Parsed::Frame(frame, used) => {
+                    if let Frame::Error(text) = &frame {
+                        let text = String::from_utf8_lossy(&buf[text.clone()]).into_owned();
+                        return Err(refusal_before_ready(text));
+                    }
+                    buf.drain(..used);
+                    replies += 1;
+                }
+                Parsed::Incomplete(_) => {
+                    let read = stream
+                        .read_buf(&mut buf)
+                        .await
+                        .map_err(|e| connection_error("connection lost", &e))?;
+                    if read == 0 {
+                        return Err(StoreError::new(
+                            ErrorCode::Connection,
+                            "the server closed the connection while it was being set up",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A refused `AUTH` (or `SELECT`): a wrong password is an authentication failure whatever
+/// words the server version uses for it.
+fn refusal_before_ready(text: String) -> StoreError {
+    let code = if text.starts_with("WRONGPASS")
+        || text.starts_with("NOAUTH")
+        || text.contains("AUTH")
+        || text.contains("password")
+    {
+        ErrorCode::Auth
+    } else {
+        ErrorCode::Redis
+    };
+    StoreError::new(code, text)
+}
+
+/// No Nagle delay on pipelined batches; keepalive probes find a peer that vanished without
+/// closing (a dropped NAT entry).
+fn tune(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10));
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive);
+}
+
+fn connection_error(what: &str, err: &std::io::Error) -> StoreError {
+    StoreError::new(ErrorCode::Connection, format!("{what}: {err}"))
+}
+
+fn invalid(message: String) -> StoreError {
+    StoreError::new(ErrorCode::InvalidArgument, message)
+}
+
+/// Connects with a deadline; a connection not ready in time is a connection error.
+pub async fn connect_within(
+    connector: &Connector,
+    limit: std::time::Duration,
+) -> Result<Box<dyn Stream>, StoreError> {
+    timeout(limit, connector.connect())
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::new(
+                ErrorCode::Connection,
+                "could not connect within connectTimeout",
+            ))
+        })
+}
+
+fn tls_config(tls: &crate::options::TlsOptions) -> Result<ClientConfig, StoreError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS setup failed: {e}")))?;
+    let builder = if tls.reject_unauthorized == Some(false) {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &tls.ca {
+            Some(ca) => {
+                for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    let cert = cert.map_err(|e| invalid(format!("tls.ca: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| invalid(format!("tls.ca: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("tls.cert: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| invalid(format!("tls.key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid(format!("tls.cert/tls.key: {e}")))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// `rejectUnauthorized: false`: the server's certificate is not checked against any root,
+/// but the handshake's signatures still are.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
