@@ -369,7 +369,7 @@ struct Link {
 
 impl Link {
     async fn connection(&mut self) -> Result<&mut Connection, StoreError> {
-        if !self.live.as_ref().is_some_and(|live| !live.is_closed()) {
+        if self.live.as_ref().is_none_or(|live| live.is_closed()) {
             self.live = None;
             self.reconnect().await?;
         }
