@@ -54,10 +54,12 @@ export interface StoreAdapter<TClient = unknown> extends IgniterStoreAdapter<TCl
 
 export interface TlsOptions {
   /** PEM certificate authority to trust instead of the bundled web roots. */
-  ca?: string | Buffer
+  ca?: string | Buffer | Array<string | Buffer>
   /** PEM client certificate and key, for servers with `tls-auth-clients yes`. */
   cert?: string | Buffer
   key?: string | Buffer
+  /** The name the server's certificate must carry, when it is not `host`. */
+  servername?: string
   /** Certificates are verified unless this is `false`. */
   rejectUnauthorized?: boolean
 }

@@ -53,4 +53,51 @@ describe('TLS', () => {
     assert.equal(await store.get('unverified'), 1)
     await store.close()
   })
+
+  it('checks the certificate against servername when one is given', async () => {
+    // The certificate names 127.0.0.1 and localhost; the connection goes to 127.0.0.1 either way.
+    const named = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca, servername: 'localhost' } })
+    await named.set('named', 1)
+    assert.equal(await named.get('named'), 1)
+    await named.close()
+    const misnamed = createRedisStoreAdapter({
+      url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca, servername: 'redis.example.com' }, connectTimeout: 2000,
+    })
+    await assert.rejects(misnamed.get('named'), (err) => err.code === 'ERR_STORE_CONNECTION' && /certificate/i.test(err.message))
+    await misnamed.close()
+  })
+})
+
+describe('TLS with client certificates (tls-auth-clients yes)', () => {
+  let server
+  let certs
+  let tlsPort
+  before(async () => {
+    certs = makeCertificates()
+    tlsPort = await freePort()
+    server = await startRedis('--port', '0', '--tls-port', String(tlsPort), '--tls-cert-file', certs.files.cert,
+      '--tls-key-file', certs.files.key, '--tls-ca-cert-file', certs.files.ca, '--tls-auth-clients', 'yes')
+  })
+  after(async () => {
+    await server.stop()
+    certs.remove()
+  })
+
+  it('works with a client certificate the server trusts, for commands and Pub/Sub', async () => {
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca, ...certs.client } })
+    await store.set('mutual', { ok: true })
+    assert.deepEqual(await store.get('mutual'), { ok: true })
+    let received
+    const message = new Promise((resolve) => (received = resolve))
+    await store.subscribe('mutual-channel', received)
+    await store.publish('mutual-channel', 'both sides verified')
+    assert.equal(await message, 'both sides verified')
+    await store.close()
+  })
+
+  it('is refused without a client certificate', async () => {
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca }, connectTimeout: 2000 })
+    await assert.rejects(store.get('mutual'), (err) => err.code === 'ERR_STORE_CONNECTION')
+    await store.close()
+  })
 })

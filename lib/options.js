@@ -119,10 +119,10 @@ function tlsOption(tls) {
   if (tls.rejectUnauthorized !== undefined && typeof tls.rejectUnauthorized !== 'boolean') {
     throw invalidArgument('option "tls.rejectUnauthorized" must be a boolean')
   }
-  if (tls.servername !== undefined && tls.servername !== null) {
-    throw invalidArgument('option "tls.servername" is not supported yet: the certificate is checked against "host"')
+  if (tls.servername != null && (typeof tls.servername !== 'string' || tls.servername === '')) {
+    throw invalidArgument('option "tls.servername" must be a non-empty string')
   }
-  return { ca: pem('ca'), cert: pem('cert'), key: pem('key'), rejectUnauthorized: tls.rejectUnauthorized }
+  return { ca: pem('ca'), cert: pem('cert'), key: pem('key'), servername: tls.servername ?? undefined, rejectUnauthorized: tls.rejectUnauthorized }
 }
 
 // Settings read off an ioredis instance; Kindling opens its own connections with them.
@@ -137,7 +137,7 @@ function fromIoredis(client) {
     username: o.username || undefined,
     password: o.password || undefined,
     db: o.db || 0,
-    tls: o.tls ? (o.tls === true ? true : { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, rejectUnauthorized: o.tls.rejectUnauthorized }) : undefined,
+    tls: o.tls ? (o.tls === true ? true : { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, servername: o.tls.servername, rejectUnauthorized: o.tls.rejectUnauthorized }) : undefined,
     keyPrefix: o.keyPrefix || undefined,
     connectTimeout: o.connectTimeout || undefined,
     commandTimeout: o.commandTimeout || undefined,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
-use redis::{Client, ErrorKind, ProtocolVersion, RedisError, Value};
+use redis::aio::{PubSub, PubSubSink};
+use redis::{ErrorKind, ProtocolVersion, RedisConnectionInfo, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
@@ -51,14 +51,13 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     pub fn start(options: &RedisOptions, outbox: Arc<Outbox>) -> Result<Self, StoreError> {
-        let connector = Connector::new(options)?;
-        let subscriber_client = options.client(ProtocolVersion::RESP2)?;
+        let connector = Arc::new(Connector::new(options)?);
         let runtime = runtime()?;
         let (commands, command_queue) = unbounded_channel();
         let (subscriptions, subscription_queue) = unbounded_channel();
         let timeouts = Arc::new(options.timeouts());
         let link = Link {
-            connector,
+            connector: connector.clone(),
             timeouts: timeouts.clone(),
             outbox: outbox.clone(),
             live: None,
@@ -67,7 +66,7 @@ impl RedisBackend {
         };
         runtime.spawn(serve_commands(link, command_queue));
         runtime.spawn(serve_subscriptions(
-            subscriber_client,
+            connector,
             timeouts,
             subscription_queue,
             outbox,
@@ -114,11 +113,6 @@ fn runtime() -> Result<&'static tokio::runtime::Handle, StoreError> {
             format!("cannot start the I/O thread: {reason}"),
         )
     })
-}
-
-pub fn install_crypto_provider() {
-    // Refused only when a provider is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Capped exponential backoff between connection attempts.
@@ -359,7 +353,7 @@ async fn read_replies(
 
 /// The command connection, made on demand and again after it breaks.
 struct Link {
-    connector: Connector,
+    connector: Arc<Connector>,
     timeouts: Arc<Timeouts>,
     outbox: Arc<Outbox>,
     live: Option<Connection>,
@@ -406,22 +400,6 @@ impl Link {
                 Err(err)
             }
         }
-    }
-}
-
-fn connect_timeout_error() -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "could not connect within connectTimeout",
-    ))
-}
-
-/// A failure to connect is a connection error even when the crate calls it a timeout.
-fn connection_error(err: RedisError) -> StoreError {
-    let err = StoreError::from(err);
-    match err.code {
-        ErrorCode::Timeout => StoreError::new(ErrorCode::Connection, err.message),
-        _ => err,
     }
 }
 
@@ -522,7 +500,7 @@ impl Drop for Session {
 
 /// The Pub/Sub side of one adapter: the channels it wants, and the connection that has them.
 struct Subscriber {
-    client: Client,
+    connector: Arc<Connector>,
     timeouts: Arc<Timeouts>,
     outbox: Arc<Outbox>,
     channels: HashSet<String>,
@@ -533,7 +511,7 @@ struct Subscriber {
 }
 
 async fn serve_subscriptions(
-    client: Client,
+    connector: Arc<Connector>,
     timeouts: Arc<Timeouts>,
     mut queue: UnboundedReceiver<Request>,
     outbox: Arc<Outbox>,
@@ -543,7 +521,7 @@ async fn serve_subscriptions(
     let mut health = tokio::time::interval(timeouts.command.clamp(MIN_PING_EVERY, MAX_PING_EVERY));
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut subscriber = Subscriber {
-        client,
+        connector,
         timeouts,
         outbox,
         channels: HashSet::new(),
@@ -647,14 +625,31 @@ impl Subscriber {
         ))]);
     }
 
+    /// A connection set up as the command connection is (TLS, AUTH, SELECT), handed to the
+    /// crate's Pub/Sub, which then has nothing left to set up.
+    async fn open(&self) -> Result<PubSub, StoreError> {
+        let stream = wire::connect_within(&self.connector, self.timeouts.connect).await?;
+        let ready = RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP2);
+        match timeout(self.timeouts.connect, PubSub::new(&ready, stream)).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(err)) => Err(StoreError::new(
+                ErrorCode::Connection,
+                StoreError::from(err).message,
+            )),
+            Err(_) => Err(StoreError::new(
+                ErrorCode::Connection,
+                "could not connect within connectTimeout",
+            )),
+        }
+    }
+
     /// Opens the Pub/Sub connection and subscribes to every channel wanted so far.
     async fn connect(&mut self) -> Result<(), StoreError> {
-        let opened = timeout(self.timeouts.connect, self.client.get_async_pubsub()).await;
-        let pubsub = match opened.unwrap_or_else(|_| Err(connect_timeout_error())) {
+        let pubsub = match self.open().await {
             Ok(pubsub) => pubsub,
             Err(err) => {
                 self.backoff.failed();
-                return Err(connection_error(err));
+                return Err(err);
             }
         };
         let (mut sink, mut stream) = pubsub.split();
@@ -663,7 +658,7 @@ impl Subscriber {
             let confirmed = timeout(self.timeouts.command, sink.subscribe(all)).await;
             let failure = match confirmed {
                 Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(connection_error(err)),
+                Ok(Err(err)) => Some(StoreError::from(err)),
                 Err(_) => Some(StoreError::timeout(self.timeouts.command.as_millis() as u64)),
             };
             if let Some(err) = failure {

@@ -150,8 +150,12 @@ impl Connector {
         let tls = match &options.tls {
             Some(tls) if options.path.is_none() => {
                 let config = tls_config(tls)?;
-                let name = ServerName::try_from(options.host.clone())
-                    .map_err(|e| invalid(format!("host is not a valid TLS server name: {e}")))?;
+                let name = tls
+                    .servername
+                    .clone()
+                    .unwrap_or_else(|| options.host.clone());
+                let name = ServerName::try_from(name)
+                    .map_err(|e| invalid(format!("not a valid TLS server name: {e}")))?;
                 Some((TlsConnector::from(Arc::new(config)), name))
             }
             _ => None,
