@@ -253,7 +253,7 @@ class StoreAdapter {
     callBuffer[1] = id
     callBuffer[2] = op
     callBuffer[3] = ttlMs === undefined ? 0 : ttlMs
-    const reply = native.submit(this.#keyPrefix + name, payload)
+    const reply = native.submit(name, payload)
     if (reply !== undefined) {
       return Array.isArray(reply) ? Promise.reject(fromNative(reply, this.#secrets)) : Promise.resolve(decode(reply))
     }
@@ -324,7 +324,7 @@ function createRedisStoreAdapter(input) {
   const settings = redisOptions(input)
   return new StoreAdapter((wake) => {
     try {
-      return native.createRedis(settings.native, wake)
+      return native.createRedis(settings.native, settings.keyPrefix, wake)
     } catch (err) {
       throw storeError(TypeError, codes.INVALID_ARGUMENT, redact(err.message, settings.secrets))
     }
@@ -340,7 +340,7 @@ function createRedisStoreAdapter(input) {
 function createMemoryStoreAdapter(input) {
   const settings = memoryOptions(input)
   const client = Object.freeze({ backend: 'memory', name: settings.name ?? null })
-  return new StoreAdapter((wake) => native.createMemory(settings.name, wake), {
+  return new StoreAdapter((wake) => native.createMemory(settings.name, settings.keyPrefix, wake), {
     keyPrefix: settings.keyPrefix,
     onError: settings.onError,
     client,

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{Array, Null, ToNapiValue};
 use napi::sys;
@@ -24,6 +24,8 @@ pub enum Reply {
     Pending,
     Null,
     Text(String),
+    /// A value the memory store holds: JS gets a copy, the store keeps its own.
+    Shared(Arc<str>),
     Number(f64),
     Bool(bool),
     /// JS sees `[code, message, errorType]`: the only array a reply can be.
@@ -36,6 +38,7 @@ impl ToNapiValue for Reply {
             Reply::Pending => <()>::to_napi_value(env, ()),
             Reply::Null => Null::to_napi_value(env, Null),
             Reply::Text(text) => String::to_napi_value(env, text),
+            Reply::Shared(text) => <&str>::to_napi_value(env, &text),
             Reply::Number(n) => f64::to_napi_value(env, n),
             Reply::Bool(b) => bool::to_napi_value(env, b),
             Reply::Error(err) => {

@@ -48,6 +48,8 @@ enum Backend {
 struct Adapter {
     backend: Backend,
     outbox: Arc<Outbox>,
+    /// Put before every key and channel here, so JS never builds the joined string.
+    key_prefix: String,
 }
 
 thread_local! {
@@ -55,8 +57,9 @@ thread_local! {
     static ADAPTERS: RefCell<Vec<Option<Adapter>>> = const { RefCell::new(Vec::new()) };
     /// `[handle, id, op, ttlMs]` of the next `submit`, written by JS.
     static CALL: RefCell<Option<Float64Array>> = const { RefCell::new(None) };
-    /// Reused for reading strings out of JS in one copy.
-    static TEXT: RefCell<Vec<u8>> = RefCell::new(vec![0; 16 * 1024]);
+    /// Reused for reading a call's key (after the adapter's prefix) and payload out of JS.
+    static KEY: RefCell<Vec<u8>> = RefCell::new(vec![0; USUAL_TEXT]);
+    static PAYLOAD: RefCell<Vec<u8>> = RefCell::new(vec![0; USUAL_TEXT]);
 }
 
 fn register(adapter: Adapter) -> u32 {
@@ -89,6 +92,7 @@ fn outbox(wake: Function<(), Unknown<'static>>) -> napi::Result<Arc<Outbox>> {
 #[napi]
 pub fn create_redis(
     options: RedisOptions,
+    key_prefix: String,
     wake: Function<(), Unknown<'static>>,
 ) -> napi::Result<u32> {
     let outbox = outbox(wake)?;
@@ -97,6 +101,7 @@ pub fn create_redis(
     Ok(register(Adapter {
         backend: Backend::Redis(backend),
         outbox,
+        key_prefix,
     }))
 }
 
@@ -104,6 +109,7 @@ pub fn create_redis(
 #[napi]
 pub fn create_memory(
     name: Option<String>,
+    key_prefix: String,
     wake: Function<(), Unknown<'static>>,
 ) -> napi::Result<u32> {
     static MEMORY_ADAPTERS: AtomicU64 = AtomicU64::new(1);
@@ -117,6 +123,7 @@ pub fn create_memory(
             id: MEMORY_ADAPTERS.fetch_add(1, Ordering::Relaxed),
         },
         outbox: outbox(wake)?,
+        key_prefix,
     }))
 }
 
@@ -159,35 +166,46 @@ fn copy_utf8(env: sys::napi_env, value: sys::napi_value, buffer: &mut [u8]) -> n
     }
 }
 
-/// A JS string's UTF-8, in one copy when it fits the reused buffer.
-fn read_string(env: &Env, value: &Unknown) -> napi::Result<String> {
-    const USUAL: usize = 16 * 1024;
-    TEXT.with_borrow_mut(|buffer| {
-        let (env, value) = (env.raw(), value.raw());
-        let mut written = copy_utf8(env, value, buffer)?;
-        // V8 never writes part of a character, so a cut string can end up to 4 bytes short.
-        if written + 4 >= buffer.len() {
-            // Possibly cut short: ask for the length, grow, and copy again.
-            buffer.resize(copy_utf8(env, value, &mut [])? + 1, 0);
-            written = copy_utf8(env, value, buffer)?;
-        }
-        // V8 writes valid UTF-8 (JS checks names are well formed); checked all the same.
-        let text = String::from_utf8(buffer[..written].to_vec())
-            .map_err(|_| napi::Error::from_reason("invalid UTF-8"));
-        if buffer.len() > USUAL {
-            // One huge value must not pin its size in memory for the thread's lifetime.
-            buffer.truncate(USUAL);
-            buffer.shrink_to_fit();
-        }
-        text
-    })
+/// Strings up to this long are read in one copy; a buffer grown past it shrinks back after.
+const USUAL_TEXT: usize = 16 * 1024;
+
+/// Reads a JS string's UTF-8 into `buffer` after its first `start` bytes, which stay, and
+/// returns the text from the start of the buffer. One copy when it fits.
+fn read_utf8(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    buffer: &mut Vec<u8>,
+    start: usize,
+) -> napi::Result<&str> {
+    if buffer.len() < start + USUAL_TEXT {
+        buffer.resize(start + USUAL_TEXT, 0);
+    }
+    let mut written = copy_utf8(env, value, &mut buffer[start..])?;
+    // V8 never writes part of a character, so a cut string can end up to 4 bytes short.
+    if start + written + 4 >= buffer.len() {
+        // Possibly cut short: ask for the length, grow, and copy again.
+        buffer.resize(start + copy_utf8(env, value, &mut [])? + 1, 0);
+        written = copy_utf8(env, value, &mut buffer[start..])?;
+    }
+    // V8 writes valid UTF-8 (JS checks names are well formed); checked all the same.
+    std::str::from_utf8(&buffer[..start + written])
+        .map_err(|_| napi::Error::from_reason("invalid UTF-8"))
 }
 
-/// Runs one operation described by the call buffer `[handle, id, op, ttlMs]`. Returns its
-/// reply when it completed at once (memory, or an error), or `undefined` when the reply will
-/// come through `drain` under `id` (Redis).
+/// One huge value must not pin its size in memory for the thread's lifetime.
+fn shrink(buffer: &mut Vec<u8>) {
+    if buffer.len() > 2 * USUAL_TEXT {
+        buffer.truncate(USUAL_TEXT);
+        buffer.shrink_to_fit();
+    }
+}
+
+/// Runs one operation described by the call buffer `[handle, id, op, ttlMs]` on the key
+/// (or channel) `name`, which gets the adapter's prefix here. Returns its reply when it
+/// completed at once (memory, or an error), or `undefined` when the reply will come through
+/// `drain` under `id` (Redis).
 #[napi]
-pub fn submit(env: Env, key: Unknown, payload: Option<Unknown>) -> napi::Result<Reply> {
+pub fn submit(env: Env, name: Unknown, payload: Option<Unknown>) -> napi::Result<Reply> {
     let [handle, id, op, ttl_ms] = CALL.with_borrow(|call| match call.as_deref() {
         Some([handle, id, op, ttl_ms, ..]) => Ok([*handle, *id, *op, *ttl_ms]),
         _ => Err(napi::Error::from_reason(
@@ -200,36 +218,56 @@ pub fn submit(env: Env, key: Unknown, payload: Option<Unknown>) -> napi::Result<
             "unknown operation",
         )));
     };
-    let key = read_string(&env, &key)?;
-    let payload = match &payload {
-        Some(payload) => read_string(&env, payload)?,
-        None => String::new(),
-    };
-    let reply = with_adapter(handle as u32, |adapter| match &adapter.backend {
+    let reply = KEY.with_borrow_mut(|key_buffer| {
+        PAYLOAD.with_borrow_mut(|payload_buffer| {
+            let reply = with_adapter(handle as u32, |adapter| {
+                let prefix = adapter.key_prefix.as_bytes();
+                if key_buffer.len() < prefix.len() {
+                    key_buffer.resize(prefix.len(), 0);
+                }
+                key_buffer[..prefix.len()].copy_from_slice(prefix);
+                let key = read_utf8(env.raw(), name.raw(), key_buffer, prefix.len())?;
+                let payload = match &payload {
+                    Some(payload) => read_utf8(env.raw(), payload.raw(), payload_buffer, 0)?,
+                    None => "",
+                };
+                Ok::<_, napi::Error>(run(adapter, id as u32, op, key, payload))
+            });
+            shrink(key_buffer);
+            shrink(payload_buffer);
+            reply
+        })
+    });
+    Ok(reply
+        .transpose()?
+        .unwrap_or_else(|| Reply::Error(StoreError::closed())))
+}
+
+fn run(adapter: &Adapter, id: u32, op: Op, key: &str, payload: &str) -> Reply {
+    match &adapter.backend {
         Backend::Memory {
             store,
             id: adapter_id,
         } => match op {
-            Op::Get => store.get(&key),
+            Op::Get => store.get(key),
             Op::Set { ttl } => store.set(key, payload, ttl),
-            Op::Delete => store.delete(&key),
-            Op::Has => store.has(&key),
-            Op::Increment => store.increment(&key),
-            Op::Expire { ttl } => store.expire(&key, ttl),
-            Op::Publish => store.publish(&key, &payload),
-            Op::Subscribe => store.subscribe(*adapter_id, &adapter.outbox, &key),
-            Op::Unsubscribe => store.unsubscribe(*adapter_id, &key),
+            Op::Delete => store.delete(key),
+            Op::Has => store.has(key),
+            Op::Increment => store.increment(key),
+            Op::Expire { ttl } => store.expire(key, ttl),
+            Op::Publish => store.publish(key, payload),
+            Op::Subscribe => store.subscribe(*adapter_id, &adapter.outbox, key),
+            Op::Unsubscribe => store.unsubscribe(*adapter_id, key),
         },
         Backend::Redis(redis) => redis
             .submit(Request {
-                id: id as u32,
+                id,
                 op,
-                key,
-                payload,
+                key: key.to_owned(),
+                payload: payload.to_owned(),
             })
             .map_or_else(Reply::Error, |()| Reply::Pending),
-    });
-    Ok(reply.unwrap_or_else(|| Reply::Error(StoreError::closed())))
+    }
 }
 
 /// Completions and messages queued since the last drain; see `Outbox::drain`.

@@ -11,8 +11,10 @@ use super::MAX_SAFE_INTEGER;
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::StoreError;
 
+/// Keys and values are shared, not copied: the deadline heap holds the entry's own key, and a
+/// read hands JS the stored value.
 struct Entry {
-    value: String,
+    value: Arc<str>,
     expires_at: Option<Instant>,
 }
 
@@ -24,15 +26,15 @@ impl Entry {
 
 #[derive(Default)]
 struct Data {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Arc<str>, Entry>,
     /// Deadlines in order; an item whose entry has since changed its deadline is skipped.
-    deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+    deadlines: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
 impl Data {
     /// Records when `key` expires. Refreshing a TTL leaves the old deadline behind until it
     /// passes, so the heap is rebuilt from the entries once stale deadlines dominate it.
-    fn add_deadline(&mut self, at: Instant, key: String) {
+    fn add_deadline(&mut self, at: Instant, key: Arc<str>) {
         self.deadlines.push(Reverse((at, key)));
         if self.deadlines.len() > 2 * self.entries.len() + 64 {
             self.deadlines = self
@@ -40,6 +42,14 @@ impl Data {
                 .iter()
                 .filter_map(|(key, e)| e.expires_at.map(|at| Reverse((at, key.clone()))))
                 .collect();
+        }
+    }
+
+    /// The key as the map holds it, or a new one.
+    fn shared_key(&self, key: &str) -> Arc<str> {
+        match self.entries.get_key_value(key) {
+            Some((held, _)) => held.clone(),
+            None => Arc::from(key),
         }
     }
 
@@ -103,16 +113,18 @@ impl MemoryStore {
 
     pub fn get(&self, key: &str) -> Reply {
         match lock(&self.data).live(key, Instant::now()) {
-            Some(entry) => Reply::Text(entry.value.clone()),
+            Some(entry) => Reply::Shared(entry.value.clone()),
             None => Reply::Null,
         }
     }
 
     /// `ttl` of `None` stores without expiry, clearing any earlier one.
-    pub fn set(&self, key: String, value: String, ttl: Option<Duration>) -> Reply {
+    pub fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Reply {
         // A TTL too long for the clock to represent is as good as none.
         let expires_at = ttl.and_then(|ttl| Instant::now().checked_add(ttl));
+        let value = Arc::from(value);
         let mut data = lock(&self.data);
+        let key = data.shared_key(key);
         data.entries
             .insert(key.clone(), Entry { value, expires_at });
         if let Some(at) = expires_at {
@@ -142,9 +154,9 @@ impl MemoryStore {
         let result = match data.live(key, now) {
             None => {
                 data.entries.insert(
-                    key.to_string(),
+                    Arc::from(key),
                     Entry {
-                        value: "1".to_string(),
+                        value: Arc::from("1"),
                         expires_at: None,
                     },
                 );
@@ -154,7 +166,7 @@ impl MemoryStore {
                 None => Err(StoreError::not_integer()),
                 Some(n) if n >= MAX_SAFE_INTEGER => Err(StoreError::out_of_safe_range()),
                 Some(n) => {
-                    entry.value = (n + 1).to_string();
+                    entry.value = Arc::from(itoa::Buffer::new().format(n + 1));
                     Ok(n + 1)
                 }
             },
@@ -173,7 +185,8 @@ impl MemoryStore {
         let Some(at) = at else {
             return Reply::Null;
         };
-        data.add_deadline(at, key.to_string());
+        let key = data.shared_key(key);
+        data.add_deadline(at, key);
         drop(data);
         Sweeper::global().wake_by(at);
         Reply::Null
