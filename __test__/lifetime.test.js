@@ -87,7 +87,7 @@ describe('process lifetime', () => {
 
   it('a process that loads the addon only in workers survives them ending, in a loop', async () => {
     const script = path.join(__dirname, 'fixtures', 'workers-only.js')
-    const { code, signal, lines, stderr } = await runChild([server.url], undefined, { timeoutMs: 60000, script })
+    const { code, signal, lines, stderr } = await runChild([server.url, '100'], undefined, { timeoutMs: 90000, script })
     assert.equal(signal, null, stderr)
     assert.equal(code, 0, stderr)
     assert.match(lines.join('\n'), /done/)

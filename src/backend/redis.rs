@@ -30,7 +30,7 @@ const SPIN: Duration = Duration::from_micros(200);
 const READ_CHUNK: usize = 64 * 1024;
 const KEEP_BUFFER: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
-const MAX_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_millis(500);
 /// How often a Pub/Sub connection is checked with a PING: the command timeout, within these.
 /// A Pub/Sub connection that lived this long resets the reconnect backoff when it is lost.
 const STABLE_SESSION: Duration = Duration::from_secs(5);
@@ -62,7 +62,6 @@ impl RedisBackend {
             outbox: outbox.clone(),
             live: None,
             backoff: Backoff::new(),
-            last_error: None,
         };
         runtime.spawn(serve_commands(link, command_queue));
         runtime.spawn(serve_subscriptions(
@@ -115,10 +114,11 @@ fn runtime() -> Result<&'static tokio::runtime::Handle, StoreError> {
     })
 }
 
-/// Capped exponential backoff between connection attempts.
+/// Capped exponential backoff between connection attempts, and why the last one failed.
 struct Backoff {
     failures: u32,
     next_attempt: Instant,
+    last_error: Option<StoreError>,
 }
 
 impl Backoff {
@@ -126,19 +126,33 @@ impl Backoff {
         Backoff {
             failures: 0,
             next_attempt: Instant::now(),
+            last_error: None,
         }
     }
 
-    fn failed(&mut self) {
+    fn failed(&mut self, err: &StoreError) {
         let delay = FIRST_RETRY
             .saturating_mul(1 << self.failures.min(10))
             .min(MAX_RETRY);
         self.failures += 1;
         self.next_attempt = Instant::now() + delay;
+        self.last_error = Some(err.clone());
     }
 
     fn succeeded(&mut self) {
         self.failures = 0;
+        self.last_error = None;
+    }
+
+    /// Waits for the next attempt, or fails at once with the last failure when the attempt
+    /// is further off than a call may wait: calls fail fast while the server is down.
+    async fn ready_within(&self, limit: Duration) -> Result<(), StoreError> {
+        let wait = self.next_attempt.saturating_duration_since(Instant::now());
+        if let Some(err) = self.last_error.as_ref().filter(|_| wait > limit) {
+            return Err(err.clone());
+        }
+        sleep_until(self.next_attempt).await;
+        Ok(())
     }
 }
 
@@ -154,6 +168,8 @@ struct InFlight {
     queue: VecDeque<Awaiting>,
     /// Set once, by whoever finds the connection dead; that side fails everything queued.
     closed: bool,
+    /// No more requests will come: the reader stops once the last one is answered.
+    writer_gone: bool,
 }
 
 struct Shared {
@@ -188,8 +204,8 @@ struct Unsent;
 struct Connection {
     writer: WriteHalf<Box<dyn Stream>>,
     shared: Arc<Shared>,
-    reader: JoinHandle<()>,
     encoded: Vec<u8>,
+    write_failed: bool,
 }
 
 impl Connection {
@@ -199,21 +215,23 @@ impl Connection {
             in_flight: Mutex::new(InFlight {
                 queue: VecDeque::new(),
                 closed: false,
+                writer_gone: false,
             }),
             arrived: Notify::new(),
             outbox,
         });
-        let reader = tokio::spawn(read_replies(reader, shared.clone(), command_timeout));
+        tokio::spawn(read_replies(reader, shared.clone(), command_timeout));
         Connection {
             writer,
             shared,
-            reader,
             encoded: Vec::new(),
+            write_failed: false,
         }
     }
 
+    /// Closed, or no longer taking writes: the next batch goes to a new connection.
     fn is_closed(&self) -> bool {
-        lock(&self.shared.in_flight).closed
+        self.write_failed || lock(&self.shared.in_flight).closed
     }
 
     /// Writes the batch as one pipeline. The replies come through the reader; a failed
@@ -252,10 +270,9 @@ impl Connection {
         }
         match timeout(command_timeout, self.writer.write_all(&self.encoded)).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => self.shared.close(StoreError::new(
-                ErrorCode::Connection,
-                format!("connection lost: {err}"),
-            )),
+            // The server may have answered before it closed (a refusal of a value past its
+            // limit, say): the reader reports what came back and fails the rest when it ends.
+            Ok(Err(_)) => self.write_failed = true,
             // A server that stops reading may be gone without a FIN: replace the connection.
             Err(_) => self
                 .shared
@@ -268,13 +285,12 @@ impl Connection {
     }
 }
 
+/// A replaced or released connection: the reader still delivers the replies owed (or fails
+/// them when the connection ends or they time out), then closes the socket.
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.reader.abort();
-        self.shared.close(StoreError::new(
-            ErrorCode::Connection,
-            "the connection was closed",
-        ));
+        lock(&self.shared.in_flight).writer_gone = true;
+        self.shared.arrived.notify_one();
     }
 }
 
@@ -292,7 +308,14 @@ async fn read_replies(
     tokio::pin!(timer);
     let mut armed_for = None;
     let failure = loop {
-        let oldest = lock(&shared.in_flight).queue.front().map(|a| a.deadline);
+        let oldest = {
+            let in_flight = lock(&shared.in_flight);
+            let oldest = in_flight.queue.front().map(|a| a.deadline);
+            if oldest.is_none() && in_flight.writer_gone {
+                return;
+            }
+            oldest
+        };
         if let Some(deadline) = oldest {
             if armed_for != Some(deadline) {
                 timer.as_mut().reset(deadline);
@@ -358,7 +381,6 @@ struct Link {
     outbox: Arc<Outbox>,
     live: Option<Connection>,
     backoff: Backoff,
-    last_error: Option<StoreError>,
 }
 
 impl Link {
@@ -373,20 +395,10 @@ impl Link {
     }
 
     async fn reconnect(&mut self) -> Result<(), StoreError> {
-        let wait = self
-            .backoff
-            .next_attempt
-            .saturating_duration_since(Instant::now());
-        if wait > self.timeouts.command {
-            if let Some(err) = &self.last_error {
-                return Err(err.clone());
-            }
-        }
-        sleep_until(self.backoff.next_attempt).await;
+        self.backoff.ready_within(self.timeouts.command).await?;
         match wire::connect_within(&self.connector, self.timeouts.connect).await {
             Ok(stream) => {
                 self.backoff.succeeded();
-                self.last_error = None;
                 self.live = Some(Connection::open(
                     stream,
                     self.outbox.clone(),
@@ -395,8 +407,7 @@ impl Link {
                 Ok(())
             }
             Err(err) => {
-                self.backoff.failed();
-                self.last_error = Some(err.clone());
+                self.backoff.failed(&err);
                 Err(err)
             }
         }
@@ -539,6 +550,18 @@ async fn serve_subscriptions(
                     Op::Subscribe => subscriber.subscribe(request.key).await,
                     _ => subscriber.unsubscribe(&request.key).await,
                 };
+                // Could not connect: the subscribes queued meanwhile fail with it rather than
+                // each waiting out its own attempt in turn.
+                let unreachable = subscriber.session.is_none();
+                if let (Err(err), true) = (&reply, unreachable) {
+                    while let Ok(queued) = queue.try_recv() {
+                        let reply = match queued.op {
+                            Op::Subscribe => Err(err.clone()),
+                            _ => subscriber.unsubscribe(&queued.key).await,
+                        };
+                        subscriber.outbox.complete(queued.id, reply.into());
+                    }
+                }
                 subscriber.outbox.complete(request.id, reply.into());
             }
             Some(id) = lost_sessions.recv() => {
@@ -558,6 +581,7 @@ async fn serve_subscriptions(
 impl Subscriber {
     async fn subscribe(&mut self, channel: String) -> Result<Reply, StoreError> {
         if self.session.is_none() {
+            self.backoff.ready_within(self.timeouts.command).await?;
             self.connect().await?;
         }
         let Some(live) = self.session.as_mut() else {
@@ -611,18 +635,19 @@ impl Subscriber {
 
     /// The connection is gone: report it once, then reconnect with backoff. The backoff starts
     /// over only after a connection that lasted, so a server that keeps dropping new
-    /// connections is retried (and reported) at most once a second.
+    /// connections is retried (and reported) at most twice a second.
     fn lose(&mut self) {
         if let Some(lost) = self.session.take() {
             if lost.opened.elapsed() >= STABLE_SESSION {
                 self.backoff.succeeded();
             }
         }
-        self.backoff.failed();
-        self.outbox.push_all([Event::Failure(StoreError::new(
+        let lost = StoreError::new(
             ErrorCode::Connection,
             "the Pub/Sub connection was lost; reconnecting and subscribing again",
-        ))]);
+        );
+        self.backoff.failed(&lost);
+        self.outbox.push_all([Event::Failure(lost)]);
     }
 
     /// A connection set up as the command connection is (TLS, AUTH, SELECT), handed to the
@@ -648,7 +673,7 @@ impl Subscriber {
         let pubsub = match self.open().await {
             Ok(pubsub) => pubsub,
             Err(err) => {
-                self.backoff.failed();
+                self.backoff.failed(&err);
                 return Err(err);
             }
         };
@@ -662,7 +687,7 @@ impl Subscriber {
                 Err(_) => Some(StoreError::timeout(self.timeouts.command.as_millis() as u64)),
             };
             if let Some(err) = failure {
-                self.backoff.failed();
+                self.backoff.failed(&err);
                 return Err(err);
             }
         }
