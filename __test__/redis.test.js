@@ -171,6 +171,27 @@ describe('Redis server', () => {
         assert.equal(await store.get('mine'), 'ok')
         await store.close()
       }
+      // A key or a publish outside the user's patterns is refused with the server's words, and
+      // the command connection stays.
+      const keyed = createRedisStoreAdapter({ url: server.url, username: 'alice', password: 'alice-pass' })
+      try {
+        await keyed.set('acl:mine', 'ok')
+        const aliceCommandIds = async () => (await server.cli('CLIENT', 'LIST', 'TYPE', 'normal'))
+          .split('\n').filter((line) => line.includes(' user=alice ')).map((line) => line.match(/\bid=\d+/)[0])
+        const connectionsBefore = await aliceCommandIds()
+        assert.equal(connectionsBefore.length, 1)
+        for (const refused of [keyed.set('forbidden', 1), keyed.get('forbidden'), keyed.publish('forbidden', 1)]) {
+          await assert.rejects(refused, (err) => {
+            hasCode('ERR_STORE_REDIS')(err)
+            assert.match(err.message, /^NOPERM /)
+            return true
+          })
+        }
+        assert.equal(await keyed.get('acl:mine'), 'ok')
+        assert.deepEqual(await aliceCommandIds(), connectionsBefore)
+      } finally {
+        await keyed.close()
+      }
       // A channel outside the user's patterns is refused; the channels already subscribed
       // stay on the same connection.
       const subscriber = createRedisStoreAdapter({ url: server.url, username: 'alice', password: 'alice-pass' })
