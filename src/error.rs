@@ -1,7 +1,5 @@
 //! Error codes of SPEC section 4, and the mapping from Redis failures onto them.
 
-use redis::{ErrorKind, RedisError};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidArgument,
@@ -67,26 +65,6 @@ impl StoreError {
 
     pub fn closed() -> Self {
         StoreError::new(ErrorCode::Closed, "the store adapter is closed")
-    }
-}
-
-/// The connection's own failures. The redis crate's messages carry no credentials: the
-/// connection info is never formatted into them; the JS layer redacts again regardless.
-impl From<RedisError> for StoreError {
-    fn from(err: RedisError) -> Self {
-        let code = match err.kind() {
-            ErrorKind::AuthenticationFailed => ErrorCode::Auth,
-            _ if is_auth_reply(err.code()) => ErrorCode::Auth,
-            ErrorKind::Server(_) => ErrorCode::Redis,
-            _ if err.is_timeout() => ErrorCode::Timeout,
-            _ => ErrorCode::Connection,
-        };
-        // A server's refusal keeps the server's own words ("NOPERM this user has ...").
-        let message = match (err.code(), err.detail()) {
-            (Some(code), Some(detail)) => format!("{code} {detail}"),
-            _ => err.to_string(),
-        };
-        StoreError::new(code, message)
     }
 }
 

@@ -2,6 +2,7 @@
 //! later through the adapter's outbox, the memory one at once.
 
 pub mod memory;
+mod pubsub;
 pub mod redis;
 mod wire;
 

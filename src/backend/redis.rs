@@ -1,22 +1,17 @@
-//! Redis standalone: one command connection of our own, written to as one pipeline per batch
-//! taken off the queue and read by a task that completes each request with its reply; and one
-//! Pub/Sub connection (the redis crate's) that restores every subscription after it
-//! reconnects. Both reconnect with capped backoff.
+//! Redis standalone: one command connection, written to as one pipeline per batch taken off
+//! the queue and read by a task that completes each request with its reply; the Pub/Sub
+//! connection is `pubsub`'s. Both reconnect with capped backoff.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{PubSub, PubSubSink};
-use redis::{ErrorKind, ProtocolVersion, RedisConnectionInfo, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::pubsub::serve_subscriptions;
 use super::wire::{self, Connector, Frame, Parsed, Stream};
 use super::{Op, MAX_SAFE_INTEGER};
 use crate::bridge::{Event, Outbox, Reply};
@@ -31,11 +26,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const KEEP_BUFFER: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_millis(500);
-/// How often a Pub/Sub connection is checked with a PING: the command timeout, within these.
-/// A Pub/Sub connection that lived this long resets the reconnect backoff when it is lost.
-const STABLE_SESSION: Duration = Duration::from_secs(5);
-const MIN_PING_EVERY: Duration = Duration::from_secs(1);
-const MAX_PING_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Request {
     pub id: u32,
@@ -86,7 +76,7 @@ impl RedisBackend {
 }
 
 // A panic while holding the lock leaves a plain queue behind: still consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -115,14 +105,14 @@ fn runtime() -> Result<&'static tokio::runtime::Handle, StoreError> {
 }
 
 /// Capped exponential backoff between connection attempts, and why the last one failed.
-struct Backoff {
+pub(super) struct Backoff {
     failures: u32,
-    next_attempt: Instant,
+    pub(super) next_attempt: Instant,
     last_error: Option<StoreError>,
 }
 
 impl Backoff {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Backoff {
             failures: 0,
             next_attempt: Instant::now(),
@@ -130,7 +120,7 @@ impl Backoff {
         }
     }
 
-    fn failed(&mut self, err: &StoreError) {
+    pub(super) fn failed(&mut self, err: &StoreError) {
         let delay = FIRST_RETRY
             .saturating_mul(1 << self.failures.min(10))
             .min(MAX_RETRY);
@@ -139,14 +129,14 @@ impl Backoff {
         self.last_error = Some(err.clone());
     }
 
-    fn succeeded(&mut self) {
+    pub(super) fn succeeded(&mut self) {
         self.failures = 0;
         self.last_error = None;
     }
 
     /// Waits for the next attempt, or fails at once with the last failure when the attempt
     /// is further off than a call may wait: calls fail fast while the server is down.
-    async fn ready_within(&self, limit: Duration) -> Result<(), StoreError> {
+    pub(super) async fn ready_within(&self, limit: Duration) -> Result<(), StoreError> {
         let wait = self.next_attempt.saturating_duration_since(Instant::now());
         if let Some(err) = self.last_error.as_ref().filter(|_| wait > limit) {
             return Err(err.clone());
@@ -492,224 +482,4 @@ fn reply_for(op: &Op, frame: Frame, bytes: &[u8]) -> Reply {
 /// Other clients may write bytes that are not UTF-8; they arrive with replacement characters.
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A live Pub/Sub connection: the sink subscribes, a task forwards the messages.
-struct Session {
-    sink: PubSubSink,
-    forwarder: JoinHandle<()>,
-    id: u64,
-    opened: Instant,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        // Dropping the stream inside the forwarder closes the connection.
-        self.forwarder.abort();
-    }
-}
-
-/// The Pub/Sub side of one adapter: the channels it wants, and the connection that has them.
-struct Subscriber {
-    connector: Arc<Connector>,
-    timeouts: Arc<Timeouts>,
-    outbox: Arc<Outbox>,
-    channels: HashSet<String>,
-    session: Option<Session>,
-    backoff: Backoff,
-    /// Told by a session's forwarder when its connection closed.
-    lost: UnboundedSender<u64>,
-}
-
-async fn serve_subscriptions(
-    connector: Arc<Connector>,
-    timeouts: Arc<Timeouts>,
-    mut queue: UnboundedReceiver<Request>,
-    outbox: Arc<Outbox>,
-) {
-    let (lost, mut lost_sessions) = unbounded_channel::<u64>();
-    // A connection that went silent without closing shows up as an unanswered PING.
-    let mut health = tokio::time::interval(timeouts.command.clamp(MIN_PING_EVERY, MAX_PING_EVERY));
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut subscriber = Subscriber {
-        connector,
-        timeouts,
-        outbox,
-        channels: HashSet::new(),
-        session: None,
-        backoff: Backoff::new(),
-        lost,
-    };
-    loop {
-        let connected = subscriber.session.is_some();
-        let want_reconnect = !connected && !subscriber.channels.is_empty();
-        tokio::select! {
-            request = queue.recv() => {
-                let Some(request) = request else { break };
-                let reply = match request.op {
-                    Op::Subscribe => subscriber.subscribe(request.key).await,
-                    _ => subscriber.unsubscribe(&request.key).await,
-                };
-                // Could not connect: the subscribes queued meanwhile fail with it rather than
-                // each waiting out its own attempt in turn.
-                let unreachable = subscriber.session.is_none();
-                if let (Err(err), true) = (&reply, unreachable) {
-                    while let Ok(queued) = queue.try_recv() {
-                        let reply = match queued.op {
-                            Op::Subscribe => Err(err.clone()),
-                            _ => subscriber.unsubscribe(&queued.key).await,
-                        };
-                        subscriber.outbox.complete(queued.id, reply.into());
-                    }
-                }
-                subscriber.outbox.complete(request.id, reply.into());
-            }
-            Some(id) = lost_sessions.recv() => {
-                if subscriber.session.as_ref().is_some_and(|live| live.id == id) {
-                    subscriber.lose();
-                }
-            }
-            _ = health.tick(), if connected => subscriber.check_health().await,
-            _ = sleep_until(subscriber.backoff.next_attempt), if want_reconnect => {
-                // The loss was reported once; failed attempts only lengthen the backoff.
-                let _ = subscriber.connect().await;
-            }
-        }
-    }
-}
-
-impl Subscriber {
-    async fn subscribe(&mut self, channel: String) -> Result<Reply, StoreError> {
-        if self.session.is_none() {
-            self.backoff.ready_within(self.timeouts.command).await?;
-            self.connect().await?;
-        }
-        let Some(live) = self.session.as_mut() else {
-            return Err(StoreError::new(ErrorCode::Connection, "not connected"));
-        };
-        match timeout(self.timeouts.command, live.sink.subscribe(&channel)).await {
-            Ok(Ok(())) => {
-                self.channels.insert(channel);
-                Ok(Reply::Null)
-            }
-            // Refused by the server (an ACL, say): the other channels stay as they are.
-            Ok(Err(err)) if matches!(err.kind(), ErrorKind::Server(_)) => {
-                Err(StoreError::from(err))
-            }
-            Ok(Err(err)) => {
-                self.lose();
-                Err(StoreError::from(err))
-            }
-            Err(_) => {
-                // The SUBSCRIBE may still be confirmed later on this connection, leaving a
-                // server subscription nobody tracks: drop the connection, and it with it.
-                self.session = None;
-                Err(StoreError::timeout(self.timeouts.command.as_millis() as u64))
-            }
-        }
-    }
-
-    async fn unsubscribe(&mut self, channel: &str) -> Result<Reply, StoreError> {
-        self.channels.remove(channel);
-        if let Some(live) = self.session.as_mut() {
-            // Confirmed before the call resolves, so the server shows it gone by then.
-            let confirmed = timeout(self.timeouts.command, live.sink.unsubscribe(channel)).await;
-            // Nothing left to listen to, or no answer: close the connection, which drops any
-            // subscription the server still has on it.
-            if self.channels.is_empty() || !matches!(confirmed, Ok(Ok(()))) {
-                self.session = None;
-            }
-        }
-        Ok(Reply::Null)
-    }
-
-    async fn check_health(&mut self) {
-        let Some(live) = self.session.as_mut() else {
-            return;
-        };
-        let answered = timeout(self.timeouts.command, live.sink.ping::<Value>()).await;
-        if !matches!(answered, Ok(Ok(_))) {
-            self.lose();
-        }
-    }
-
-    /// The connection is gone: report it once, then reconnect with backoff. The backoff starts
-    /// over only after a connection that lasted, so a server that keeps dropping new
-    /// connections is retried (and reported) at most twice a second.
-    fn lose(&mut self) {
-        if let Some(lost) = self.session.take() {
-            if lost.opened.elapsed() >= STABLE_SESSION {
-                self.backoff.succeeded();
-            }
-        }
-        let lost = StoreError::new(
-            ErrorCode::Connection,
-            "the Pub/Sub connection was lost; reconnecting and subscribing again",
-        );
-        self.backoff.failed(&lost);
-        self.outbox.push_all([Event::Failure(lost)]);
-    }
-
-    /// A connection set up as the command connection is (TLS, AUTH, SELECT), handed to the
-    /// crate's Pub/Sub, which then has nothing left to set up.
-    async fn open(&self) -> Result<PubSub, StoreError> {
-        let stream = wire::connect_within(&self.connector, self.timeouts.connect).await?;
-        let ready = RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP2);
-        match timeout(self.timeouts.connect, PubSub::new(&ready, stream)).await {
-            Ok(Ok(pubsub)) => Ok(pubsub),
-            Ok(Err(err)) => Err(StoreError::new(
-                ErrorCode::Connection,
-                StoreError::from(err).message,
-            )),
-            Err(_) => Err(StoreError::new(
-                ErrorCode::Connection,
-                "could not connect within connectTimeout",
-            )),
-        }
-    }
-
-    /// Opens the Pub/Sub connection and subscribes to every channel wanted so far.
-    async fn connect(&mut self) -> Result<(), StoreError> {
-        let pubsub = match self.open().await {
-            Ok(pubsub) => pubsub,
-            Err(err) => {
-                self.backoff.failed(&err);
-                return Err(err);
-            }
-        };
-        let (mut sink, mut stream) = pubsub.split();
-        if !self.channels.is_empty() {
-            let all: Vec<&String> = self.channels.iter().collect();
-            let confirmed = timeout(self.timeouts.command, sink.subscribe(all)).await;
-            let failure = match confirmed {
-                Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(StoreError::from(err)),
-                Err(_) => Some(StoreError::timeout(self.timeouts.command.as_millis() as u64)),
-            };
-            if let Some(err) = failure {
-                self.backoff.failed(&err);
-                return Err(err);
-            }
-        }
-        static SESSIONS: AtomicU64 = AtomicU64::new(0);
-        let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
-        let outbox = self.outbox.clone();
-        let lost = self.lost.clone();
-        let forwarder = tokio::spawn(async move {
-            while let Some(message) = stream.next().await {
-                outbox.push_all([Event::Message {
-                    channel: message.get_channel_name().to_string(),
-                    payload: text(message.get_payload_bytes()),
-                }]);
-            }
-            let _ = lost.send(id);
-        });
-        self.session = Some(Session {
-            sink,
-            forwarder,
-            id,
-            opened: Instant::now(),
-        });
-        Ok(())
-    }
 }

@@ -72,8 +72,8 @@ pub enum Frame {
     Integer(i64),
     Bulk(Range<usize>),
     Nil,
-    /// An array: no command on this connection answers with one.
-    Unexpected(u8),
+    /// What a Pub/Sub connection receives: messages and confirmations.
+    Array(Vec<Frame>),
 }
 
 pub enum Parsed {
@@ -85,14 +85,20 @@ pub enum Parsed {
 
 /// Parses the reply at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Result<Parsed, StoreError> {
-    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
+    parse_at(buf, 0)
+}
+
+/// Parses the reply at `at`; ranges and sizes count from the start of `buf`.
+fn parse_at(buf: &[u8], at: usize) -> Result<Parsed, StoreError> {
+    let rest = &buf[at..];
+    let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
         return Ok(Parsed::Incomplete(0));
     };
-    let Some(&kind) = buf.first() else {
+    let Some(&kind) = rest.first() else {
         return Ok(Parsed::Incomplete(0));
     };
-    let line = 1..line_end;
-    let after_line = line_end + 2;
+    let line = at + 1..at + line_end;
+    let after_line = at + line_end + 2;
     let frame = match kind {
         b'+' => Frame::Status(line),
         b'-' => Frame::Error(line),
@@ -108,7 +114,22 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, StoreError> {
             }
             return Ok(Parsed::Frame(Frame::Bulk(after_line..end), end + 2));
         }
-        other => Frame::Unexpected(other),
+        b'*' => {
+            let count = integer(&buf[line])?;
+            let mut items = Vec::with_capacity(count.clamp(0, 16) as usize);
+            let mut next = after_line;
+            for _ in 0..count.max(0) {
+                match parse_at(buf, next)? {
+                    Parsed::Frame(item, end) => {
+                        items.push(item);
+                        next = end;
+                    }
+                    incomplete => return Ok(incomplete),
+                }
+            }
+            return Ok(Parsed::Frame(Frame::Array(items), next));
+        }
+        _ => return Err(protocol_error("a reply of unknown type")),
     };
     Ok(Parsed::Frame(frame, after_line))
 }
