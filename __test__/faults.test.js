@@ -5,6 +5,8 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
+const net = require('node:net')
+const { once } = require('node:events')
 const { startRedis } = require('./helpers/redis-server.js')
 const { startProxy } = require('./helpers/fault-proxy.js')
 const { waitUntil, collect } = require('./helpers/wait.js')
@@ -133,4 +135,39 @@ describe('faults through a TCP proxy', () => {
     assert.ok(settledWithValue > keys.length * 10, `${settledWithValue} gets answered`)
     await store.close()
   })
+})
+
+// A peer that is not a sane Redis: each connection answers every command with `reply`.
+async function startHostileServer(reply) {
+  const server = net.createServer((socket) => {
+    socket.on('data', () => socket.write(reply))
+    socket.on('error', () => {})
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return { port: server.address().port, close: () => new Promise((resolve) => server.close(resolve)) }
+}
+
+describe('a hostile or broken server', () => {
+  const cases = [
+    ['a string of 2^63 bytes announced', '$9223372036854775807\r\n', /512 MB/],
+    ['a string of 64 GB announced', '$68719476736\r\n', /512 MB/],
+    ['arrays nested without end', '*1\r\n'.repeat(20000), /type these commands never get/],
+    ['a reply of the wrong type for the command', '*2\r\n$1\r\na\r\n$1\r\nb\r\n', /does not fit/],
+    ['a string followed by the wrong bytes', '$1\r\nabc\r\n', /wrong length/],
+  ]
+  for (const [what, reply, message] of cases) {
+    it(`${what}: the call rejects with ERR_STORE_CONNECTION, and nothing crashes or hangs`, async () => {
+      const hostile = await startHostileServer(reply)
+      const store = createRedisStoreAdapter({ host: '127.0.0.1', port: hostile.port, commandTimeout: 2000, onError: () => {} })
+      await assert.rejects(store.get('k'), (err) => {
+        hasCode('ERR_STORE_CONNECTION')(err)
+        assert.match(err.message, message)
+        return true
+      })
+      await assert.rejects(store.set('k', 1), (err) => transient(err))
+      await store.close()
+      await hostile.close()
+    })
+  }
 })

@@ -44,6 +44,10 @@ describe('Redis inputs', () => {
     invalid('redis://:p%zz@127.0.0.1:6379', /percent-encoding/)
     invalid({ tls: { cert: 'PEM' } }, /go together/)
     invalid({ tls: { ca: 42 } })
+    invalid({ tls: { ca: '/etc/ssl/not-a-pem-but-a-path.crt' } }, /no PEM certificate/)
+    invalid({ tls: { servername: '' } }, /servername/)
+    invalid({ url: 'unix:///tmp/redis.sock', tls: true }, /unix socket/)
+    invalid('redis://127.0.0.1:6379/4294967296', /database number/)
   })
 
   it('refuses cluster and sentinel in this release, and says so', () => {
@@ -157,6 +161,30 @@ describe('Redis server', () => {
     await store.set('fine', 1)
     assert.equal(await store.get('fine'), 1)
     await store.close()
+  })
+
+  it('after an ACL change revokes one channel, the others are subscribed again and the revoked one is reported', async () => {
+    await server.cli('ACL', 'SETUSER', 'bob', 'on', '>bob-pass', '~*', '&acl:*', '+@all')
+    const errors = []
+    const store = createRedisStoreAdapter({ url: server.url, username: 'bob', password: 'bob-pass', onError: (err) => errors.push(err) })
+    try {
+      const kept = collect(1)
+      await store.subscribe('acl:kept', kept.callback)
+      await store.subscribe('acl:revoked', () => assert.fail('a revoked channel delivered'))
+      // Redis 7 drops the Pub/Sub connections of a user whose channels are taken away.
+      await server.cli('ACL', 'SETUSER', 'bob', 'resetchannels', '&acl:kept')
+      await waitUntil(() => errors.some((err) => /acl:revoked/.test(err.message)), { what: 'the revoked channel reported' })
+      await waitUntil(async () => (await server.numsub('acl:kept')) === '1', { what: 'acl:kept subscribed again' })
+      assert.equal(await server.numsub('acl:revoked'), '0')
+      await server.cli('PUBLISH', 'acl:kept', '"still here"')
+      assert.deepEqual(await kept.all, [{ message: 'still here', channel: 'acl:kept' }])
+      const revoked = errors.find((err) => /acl:revoked/.test(err.message))
+      assert.equal(revoked.code, 'ERR_STORE_REDIS')
+      assert.match(revoked.message, /NOPERM/)
+    } finally {
+      await store.close()
+      await server.cli('ACL', 'DELUSER', 'bob')
+    }
   })
 
   it('logs in as an ACL user from options or URL user info', async () => {

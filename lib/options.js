@@ -93,7 +93,9 @@ function parseUrl(text) {
     default:
       throw invalidArgument(`unsupported URL scheme "${url.protocol}"; use redis:, rediss:, redis+unix: or unix:`)
   }
-  if (!Number.isInteger(target.db) || target.db < 0) throw invalidArgument('the database number must be a non-negative integer')
+  if (!Number.isInteger(target.db) || target.db < 0 || target.db > 2 ** 31 - 1) {
+    throw invalidArgument('the database number must be an integer from 0 to 2147483647')
+  }
   return target
 }
 
@@ -186,6 +188,8 @@ function redisOptions(input) {
   if (password !== undefined) target.password = password
   const tls = options.tls === undefined || options.tls === null ? target.tls : tlsOption(options.tls)
   const keyPrefix = optionalString(options, 'keyPrefix') ?? ''
+  // Never silently plaintext: TLS is over TCP, and a unix socket is local.
+  if (tls && target.path) throw invalidArgument('"tls" applies to TCP connections, not to a unix socket path')
 
   const native = {
     host: target.host ?? '127.0.0.1',

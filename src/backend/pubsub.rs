@@ -26,7 +26,6 @@ const STABLE_SESSION: Duration = Duration::from_secs(5);
 /// How often a Pub/Sub connection is checked with a PING: the command timeout, within these.
 const MIN_PING_EVERY: Duration = Duration::from_secs(1);
 const MAX_PING_EVERY: Duration = Duration::from_secs(30);
-const READ_CHUNK: usize = 64 * 1024;
 
 /// A command sent on the connection and the confirmations it still waits for.
 struct Awaited {
@@ -34,7 +33,19 @@ struct Awaited {
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-type AwaitedQueue = Arc<Mutex<VecDeque<Awaited>>>;
+/// The commands waiting for confirmations, oldest first; `closed` once the reader has ended,
+/// after which nothing is queued, so no request waits on a connection nobody reads.
+#[derive(Default)]
+struct Confirmations {
+    awaited: VecDeque<Awaited>,
+    closed: bool,
+}
+
+type AwaitedQueue = Arc<Mutex<Confirmations>>;
+
+fn closed_error() -> StoreError {
+    StoreError::new(ErrorCode::Connection, "the Pub/Sub connection closed")
+}
 
 /// A live Pub/Sub connection: its write half, and the task that reads it.
 struct Session {
@@ -63,20 +74,21 @@ impl Session {
         let mut command = Vec::new();
         wire::command(&mut command, args);
         let (done, confirmed) = oneshot::channel();
-        lock(&self.awaited).push_back(Awaited {
-            confirmations,
-            done,
-        });
+        {
+            let mut waiting = lock(&self.awaited);
+            if waiting.closed {
+                return Err(closed_error());
+            }
+            waiting.awaited.push_back(Awaited {
+                confirmations,
+                done,
+            });
+        }
         let exchange = async {
             self.writer.write_all(&command).await.map_err(|err| {
                 StoreError::new(ErrorCode::Connection, format!("connection lost: {err}"))
             })?;
-            confirmed.await.unwrap_or_else(|_| {
-                Err(StoreError::new(
-                    ErrorCode::Connection,
-                    "the Pub/Sub connection closed",
-                ))
-            })
+            confirmed.await.unwrap_or_else(|_| Err(closed_error()))
         };
         timeout(limit, exchange)
             .await
@@ -84,7 +96,26 @@ impl Session {
     }
 }
 
-/// Reads pushes until the connection ends, then fails what still waits and says so.
+/// Ends a session's reading however it ends (a panic included): what still waits fails, and
+/// the subscriber hears the connection is gone.
+struct EndOfSession {
+    awaited: AwaitedQueue,
+    lost: UnboundedSender<u64>,
+    id: u64,
+}
+
+impl Drop for EndOfSession {
+    fn drop(&mut self) {
+        let mut waiting = lock(&self.awaited);
+        waiting.closed = true;
+        // Dropping the senders tells every waiting request the connection closed.
+        waiting.awaited.clear();
+        drop(waiting);
+        let _ = self.lost.send(self.id);
+    }
+}
+
+/// Reads pushes until the connection ends.
 async fn read_pushes(
     mut reader: ReadHalf<Box<dyn Stream>>,
     awaited: AwaitedQueue,
@@ -92,13 +123,16 @@ async fn read_pushes(
     lost: UnboundedSender<u64>,
     id: u64,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let _end = EndOfSession {
+        awaited: awaited.clone(),
+        lost,
+        id,
+    };
+    let mut buf: Vec<u8> = Vec::new();
     let mut wanted = 0;
     let mut messages = Vec::new();
     loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 || buf.capacity() < wanted {
-            buf.reserve(READ_CHUNK.max(wanted.saturating_sub(buf.len())));
-        }
+        wire::make_room(&mut buf, wanted);
         match reader.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
@@ -123,11 +157,8 @@ async fn read_pushes(
         if parsed.is_err() {
             break;
         }
-        buf.drain(..at);
+        wire::consume(&mut buf, at);
     }
-    // Dropping the senders tells every waiting request the connection closed.
-    lock(&awaited).clear();
-    let _ = lost.send(id);
 }
 
 /// A message goes to the outbox; a confirmation or refusal to the oldest command waiting.
@@ -154,16 +185,18 @@ fn take_push(frame: Frame, bytes: &[u8], awaited: &AwaitedQueue, messages: &mut 
             }
             _ => return,
         },
+        // PING's answer on a connection that holds no subscription.
+        Frame::Status(_) => Ok(()),
         Frame::Error(message) => Err(from_server_reply(&text(message), false)),
         _ => return,
     };
-    let mut awaited = lock(awaited);
-    let Some(oldest) = awaited.front_mut() else {
+    let mut waiting = lock(awaited);
+    let Some(oldest) = waiting.awaited.front_mut() else {
         return;
     };
     oldest.confirmations = oldest.confirmations.saturating_sub(1);
     if outcome.is_err() || oldest.confirmations == 0 {
-        if let Some(finished) = awaited.pop_front() {
+        if let Some(finished) = waiting.awaited.pop_front() {
             let _ = finished.done.send(outcome);
         }
     }
@@ -263,12 +296,8 @@ impl Subscriber {
             }
             // The other channels stay as they are.
             Err(err) if refused_by_server(&err) => Err(err),
-            Err(err) if err.code == ErrorCode::Timeout => {
-                // The SUBSCRIBE may still be confirmed later on this connection, leaving a
-                // server subscription nobody tracks: drop the connection, and it with it.
-                self.session = None;
-                Err(err)
-            }
+            // A timed-out SUBSCRIBE may still be confirmed later on this connection, leaving a
+            // server subscription nobody tracks: the connection goes, and it with it.
             Err(err) => {
                 self.lose();
                 Err(err)
@@ -287,10 +316,12 @@ impl Subscriber {
                     self.timeouts.command,
                 )
                 .await;
-            // Nothing left to listen to, or no answer: close the connection, which drops any
-            // subscription the server still has on it.
-            if self.channels.is_empty() || confirmed.is_err() {
+            // Nothing left to listen to: close the connection. No answer: close it too, which
+            // drops any subscription the server still has on it, and get the others back.
+            if self.channels.is_empty() {
                 self.session = None;
+            } else if confirmed.is_err() {
+                self.lose();
             }
         }
         Ok(Reply::Null)
@@ -353,16 +384,46 @@ impl Subscriber {
             id,
             opened: Instant::now(),
         };
-        if !self.channels.is_empty() {
-            let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-            args.extend(self.channels.iter().map(|c| c.as_bytes()));
-            let count = self.channels.len();
-            if let Err(err) = session.request(&args, count, self.timeouts.command).await {
-                self.backoff.failed(&err);
-                return Err(err);
-            }
+        if let Err(err) = self.subscribe_all(&mut session).await {
+            self.backoff.failed(&err);
+            return Err(err);
         }
         self.session = Some(session);
+        Ok(())
+    }
+
+    /// Subscribes a new session to every channel wanted, in one command. When the server
+    /// refuses it (an ACL changed since), channel by channel: a refused one is dropped and
+    /// reported, and the others are kept.
+    async fn subscribe_all(&mut self, session: &mut Session) -> Result<(), StoreError> {
+        if self.channels.is_empty() {
+            return Ok(());
+        }
+        let limit = self.timeouts.command;
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(self.channels.iter().map(|c| c.as_bytes()));
+        match session.request(&args, self.channels.len(), limit).await {
+            Err(err) if refused_by_server(&err) => {}
+            outcome => return outcome,
+        }
+        let mut refused = Vec::new();
+        for channel in &self.channels {
+            match session
+                .request(&[b"SUBSCRIBE", channel.as_bytes()], 1, limit)
+                .await
+            {
+                Ok(()) => {}
+                Err(err) if refused_by_server(&err) => refused.push((channel.clone(), err)),
+                Err(err) => return Err(err),
+            }
+        }
+        for (channel, err) in refused {
+            self.channels.remove(&channel);
+            self.outbox.push_all([Event::Failure(StoreError::new(
+                err.code,
+                format!("no longer subscribed to {channel:?}: {}", err.message),
+            ))]);
+        }
         Ok(())
     }
 }

@@ -21,8 +21,7 @@ use crate::options::{RedisOptions, Timeouts};
 /// Commands taken off the queue into one pipeline at most.
 const MAX_BATCH: usize = 1024;
 const SPIN: Duration = Duration::from_micros(200);
-/// Read in chunks of this much; buffers that grew past `KEEP_BUFFER` for a big value shrink back.
-const READ_CHUNK: usize = 64 * 1024;
+/// An encoding buffer that grew past this for a big value is let go after its batch.
 const KEEP_BUFFER: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_millis(500);
@@ -291,7 +290,9 @@ async fn read_replies(
     shared: Arc<Shared>,
     command_timeout: Duration,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // However this task ends (a panic included), nothing it owes is left waiting.
+    let _settles = CloseOnExit(shared.clone());
+    let mut buf: Vec<u8> = Vec::new();
     let mut events = Vec::new();
     let mut wanted = 0;
     let timer = sleep_until(Instant::now());
@@ -312,11 +313,10 @@ async fn read_replies(
                 armed_for = Some(deadline);
             }
         }
-        let room = buf.capacity() - buf.len();
-        if room < READ_CHUNK / 2 || buf.capacity() < wanted {
-            buf.reserve(READ_CHUNK.max(wanted.saturating_sub(buf.len())));
-        }
+        wire::make_room(&mut buf, wanted);
         tokio::select! {
+            // Replies already read win over a deadline passed meanwhile.
+            biased;
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break StoreError::new(ErrorCode::Connection, "the server closed the connection"),
                 Ok(_) => {}
@@ -336,9 +336,18 @@ async fn read_replies(
                         let Some(awaiting) = in_flight.queue.pop_front() else {
                             break Err(wire::protocol_error("a reply to no command"));
                         };
+                        let Some(reply) = reply_for(&awaiting.op, frame, &buf[at..]) else {
+                            // Out of step with the commands: no later reply can be trusted.
+                            let err = wire::protocol_error("a reply that does not fit its command");
+                            events.push(Event::Completion {
+                                id: awaiting.id,
+                                reply: Reply::Error(err.clone()),
+                            });
+                            break Err(err);
+                        };
                         events.push(Event::Completion {
                             id: awaiting.id,
-                            reply: reply_for(&awaiting.op, frame, &buf[at..]),
+                            reply,
                         });
                         at += used;
                     }
@@ -356,12 +365,20 @@ async fn read_replies(
         if let Err(err) = parsed {
             break err;
         }
-        buf.drain(..at);
-        if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
-            buf = Vec::with_capacity(READ_CHUNK);
-        }
+        wire::consume(&mut buf, at);
     };
     shared.close(failure);
+}
+
+struct CloseOnExit(Arc<Shared>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close(StoreError::new(
+            ErrorCode::Connection,
+            "the connection's reader stopped",
+        ));
+    }
 }
 
 /// The command connection, made on demand and again after it breaks.
@@ -458,25 +475,26 @@ async fn serve_commands(mut link: Link, mut queue: UnboundedReceiver<Request>) {
     }
 }
 
-fn reply_for(op: &Op, frame: Frame, bytes: &[u8]) -> Reply {
-    match (op, frame) {
+/// The reply a command gets, or `None` when the frame is not one that command can get.
+fn reply_for(op: &Op, frame: Frame, bytes: &[u8]) -> Option<Reply> {
+    Some(match (op, frame) {
         (op, Frame::Error(text)) => Reply::Error(from_server_reply(
             &String::from_utf8_lossy(&bytes[text]),
             matches!(op, Op::Increment),
         )),
         (Op::Get, Frame::Nil) => Reply::Null,
-        (Op::Get, Frame::Bulk(value) | Frame::Status(value)) => Reply::Text(text(&bytes[value])),
+        (Op::Get, Frame::Bulk(value)) => Reply::Text(text(&bytes[value])),
         (Op::Has, Frame::Integer(n)) => Reply::Bool(n > 0),
-        (Op::Increment, Frame::Integer(n)) if n > MAX_SAFE_INTEGER => {
+        (Op::Increment, Frame::Integer(n))
+            if !(-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&n) =>
+        {
             Reply::Error(StoreError::out_of_safe_range())
         }
         (Op::Increment, Frame::Integer(n)) => Reply::Number(n as f64),
-        (Op::Get | Op::Has | Op::Increment, frame) => Reply::Error(StoreError::new(
-            ErrorCode::Redis,
-            format!("unexpected reply {frame:?}"),
-        )),
-        _ => Reply::Null,
-    }
+        (Op::Set { .. }, Frame::Status(_)) => Reply::Null,
+        (Op::Delete | Op::Expire { .. } | Op::Publish, Frame::Integer(_)) => Reply::Null,
+        _ => return None,
+    })
 }
 
 /// Other clients may write bytes that are not UTF-8; they arrive with replacement characters.

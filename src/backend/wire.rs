@@ -83,15 +83,49 @@ pub enum Parsed {
     Incomplete(usize),
 }
 
-/// Parses the reply at the start of `buf`.
+/// The most a length header may announce: Redis's own ceiling for a bulk string
+/// (`proto-max-bulk-len` is 512 MB by default), and far more elements than any reply these
+/// commands get. A header past them is a broken or hostile peer, not a reply to wait for.
+const MAX_BULK: i64 = 512 * 1024 * 1024;
+const MAX_ELEMENTS: i64 = 1024 * 1024;
+/// Status and error lines are short; this bounds the search for a line's end.
+const MAX_LINE: usize = 1024 * 1024;
+/// Sockets are read in chunks of this much; a buffer that grew past `KEEP_BUFFER` for a big
+/// value shrinks back once it is drained.
+const READ_CHUNK: usize = 64 * 1024;
+const KEEP_BUFFER: usize = 1024 * 1024;
+/// A reply announced as this big or bigger is given room in steps, as its bytes arrive.
+const GROW_STEP: usize = 16 * 1024 * 1024;
+
+/// Room to read into: a chunk at least, and more toward a big reply's announced size.
+pub fn make_room(buf: &mut Vec<u8>, wanted: usize) {
+    let more = wanted.saturating_sub(buf.len()).min(GROW_STEP);
+    if buf.capacity() - buf.len() < (READ_CHUNK / 2).max(more) {
+        buf.reserve(READ_CHUNK.max(more));
+    }
+}
+
+/// Drops the `used` bytes parsed, and lets go of the room a big reply needed.
+pub fn consume(buf: &mut Vec<u8>, used: usize) {
+    buf.drain(..used);
+    if buf.capacity() > KEEP_BUFFER && buf.len() < READ_CHUNK {
+        buf.shrink_to(READ_CHUNK);
+    }
+}
+
+/// Parses the reply at the start of `buf`. Arrays hold plain values only: Pub/Sub pushes are
+/// flat, and nothing sent on these connections is answered with a nested array.
 pub fn parse(buf: &[u8]) -> Result<Parsed, StoreError> {
-    parse_at(buf, 0)
+    parse_at(buf, 0, true)
 }
 
 /// Parses the reply at `at`; ranges and sizes count from the start of `buf`.
-fn parse_at(buf: &[u8], at: usize) -> Result<Parsed, StoreError> {
+fn parse_at(buf: &[u8], at: usize, arrays: bool) -> Result<Parsed, StoreError> {
     let rest = &buf[at..];
     let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
+        if rest.len() > MAX_LINE {
+            return Err(protocol_error("a line with no end"));
+        }
         return Ok(Parsed::Incomplete(0));
     };
     let Some(&kind) = rest.first() else {
@@ -108,18 +142,27 @@ fn parse_at(buf: &[u8], at: usize) -> Result<Parsed, StoreError> {
             if len < 0 {
                 return Ok(Parsed::Frame(Frame::Nil, after_line));
             }
+            if len > MAX_BULK {
+                return Err(protocol_error("a string longer than 512 MB"));
+            }
             let end = after_line + len as usize;
             if buf.len() < end + 2 {
                 return Ok(Parsed::Incomplete(end + 2));
             }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(protocol_error("a string of the wrong length"));
+            }
             return Ok(Parsed::Frame(Frame::Bulk(after_line..end), end + 2));
         }
-        b'*' => {
+        b'*' if arrays => {
             let count = integer(&buf[line])?;
+            if count > MAX_ELEMENTS {
+                return Err(protocol_error("an array too long for any reply"));
+            }
             let mut items = Vec::with_capacity(count.clamp(0, 16) as usize);
             let mut next = after_line;
             for _ in 0..count.max(0) {
-                match parse_at(buf, next)? {
+                match parse_at(buf, next, false)? {
                     Parsed::Frame(item, end) => {
                         items.push(item);
                         next = end;
@@ -129,7 +172,7 @@ fn parse_at(buf: &[u8], at: usize) -> Result<Parsed, StoreError> {
             }
             return Ok(Parsed::Frame(Frame::Array(items), next));
         }
-        _ => return Err(protocol_error("a reply of unknown type")),
+        _ => return Err(protocol_error("a reply of a type these commands never get")),
     };
     Ok(Parsed::Frame(frame, after_line))
 }
@@ -337,6 +380,9 @@ fn tls_config(tls: &crate::options::TlsOptions) -> Result<ClientConfig, StoreErr
                     roots
                         .add(cert)
                         .map_err(|e| invalid(format!("tls.ca: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(invalid("tls.ca holds no PEM certificate".into()));
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
