@@ -187,20 +187,39 @@ async function measure(count) {
   }
 }
 
-// Warm up, then measure; `opsPerCall` ops per call of `op`.
-async function timedLoop(inFlight, opsPerCall, op) {
+// Warm up, then measure; `opsPerCall` ops per call of `op`. `starting` runs between the two.
+async function timedLoop(inFlight, opsPerCall, op, starting = () => {}) {
   await loop(inFlight, config.warmup, op)
+  starting()
   return measure(async () => opsPerCall * (await loop(inFlight, config.seconds, op)))
 }
 
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
+
 async function setGet(client, inFlight, value = VALUE) {
   let mismatches = 0
+  // With one call in flight, each call's round trip (call to settled promise) is recorded.
+  let roundTrips = null
+  const timed = async (call) => {
+    if (roundTrips === null) return call()
+    const start = performance.now()
+    const result = await call()
+    roundTrips.push(performance.now() - start)
+    return result
+  }
   const result = await timedLoop(inFlight, 2, async (w) => {
-    await client.set(`sg:${w}`, value, 60)
-    const got = await client.get(`sg:${w}`)
+    await timed(() => client.set(`sg:${w}`, value, 60))
+    const got = await timed(() => client.get(`sg:${w}`))
     if (got === null || got.id !== value.id || got.email !== value.email || got.items?.length !== value.items?.length) mismatches++
+  }, () => {
+    if (inFlight === 1) roundTrips = []
   })
   if (mismatches > 0) throw new Error(`${mismatches} get calls did not return the value just set`)
+  if (roundTrips) {
+    roundTrips.sort((a, b) => a - b)
+    result.p50Us = percentile(roundTrips, 0.5) * 1000
+    result.p99Us = percentile(roundTrips, 0.99) * 1000
+  }
   return result
 }
 
@@ -253,7 +272,7 @@ async function pubsub(client, inFlight) {
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   latencies.sort((a, b) => a - b)
-  result.p99Ms = latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]
+  result.p99Ms = percentile(latencies, 0.99)
   Object.assign(result, { published, received, lost: published - received, reordered, maxBacklog, maxLoopDelayMs: delay.max / 1e6 })
   return result
 }

@@ -11,6 +11,8 @@
 //   env BENCH_RUNS (3)               runs per client and case, in alternating order
 //   env BENCH_CASES (all)            comma-separated case ids, e.g. setget-1,pubsub-256
 //   env BENCH_CLIENTS (all)          comma-separated client ids, e.g. kindling,valkey-glide
+//   env BENCH_PLACEMENT (none)       same: redis-server and each client process pinned to CPU 1;
+//                                    cross: redis-server on CPU 1, each client on CPU 0
 
 const { fork, execFileSync } = require('node:child_process')
 const { once } = require('node:events')
@@ -25,6 +27,9 @@ const CHILD_TIMEOUT_MS = Math.max(60, 2 * SECONDS + 20) * 1000
 const WRITE = process.argv.includes('--write')
 const ROOT = path.join(__dirname, '..')
 const LEVERS_HEADING = '## Levers measured'
+const PLACEMENT = process.env.BENCH_PLACEMENT
+const SERVER_CPU = '1'
+const CLIENT_CPU = { same: '1', cross: '0' }[PLACEMENT]
 
 const COMPETITORS = ['ioredis', 'node-redis', 'valkey-glide', 'igniter-adapter-redis']
 const REDIS_CLIENTS = ['kindling', ...COMPETITORS]
@@ -59,7 +64,9 @@ for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exi
 // Resolves to the child's result, or to { error } when it fails, crashes or overruns.
 function runChild(config) {
   return new Promise((resolve) => {
-    const child = fork(path.join(__dirname, 'client.js'), [JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    // Pinned clients start through taskset, which keeps the IPC channel node's fork set up.
+    const pinned = CLIENT_CPU ? { execPath: 'taskset', execArgv: ['-c', CLIENT_CPU, process.execPath] } : {}
+    const child = fork(path.join(__dirname, 'client.js'), [JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], ...pinned })
     live.add(child)
     let output = ''
     const collect = (chunk) => (output = (output + chunk).slice(-4000))
@@ -108,6 +115,8 @@ function summarize(runs) {
     mainCpuUsPerOp: median(of('mainCpuUsPerOp')),
     elu: median(of('elu')),
     p99Ms: ok[0].p99Ms === undefined ? undefined : median(of('p99Ms')),
+    p50Us: ok[0].p50Us === undefined ? undefined : median(of('p50Us')),
+    p99Us: ok[0].p99Us === undefined ? undefined : median(of('p99Us')),
     maxBacklog: Math.max(...of('maxBacklog')),
     maxLoopDelayMs: Math.max(...of('maxLoopDelayMs')),
     published: sum(of('published')),
@@ -139,6 +148,10 @@ function tables(summaries) {
     row(['case', 'client', 'median', 'spread', 'CPU µs/op (process)', 'CPU µs/op (main thread)', 'event-loop util.', 'kindling ÷ ioredis']),
     row(['---', '---', '---:', '---:', '---:', '---:', '---:', '---:']),
   ]
+  const roundTrips = [
+    row(['client', 'p50 µs (median of runs)', 'p99 µs (median of runs)']),
+    row(['---', '---:', '---:']),
+  ]
   const pubsub = [
     row(['client', 'msg/s (median)', 'p99 latency ms (median)', 'max backlog (msgs)', 'max event-loop delay ms', 'published', 'lost', 'out of order']),
     row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
@@ -154,6 +167,7 @@ function tables(summaries) {
       }
       main.push(row([c.title, label(client), `${int(s.median)} ${c.unit}${failed}`, percent(s.spread),
         fixed(s.cpuUsPerOp), fixed(s.mainCpuUsPerOp), fixed(s.elu, 2), client === 'kindling' ? ratio(s.median, ioredis) : '']))
+      if (s.p50Us !== undefined) roundTrips.push(row([label(client), fixed(s.p50Us, 0), fixed(s.p99Us, 0)]))
       if (c.id === 'pubsub-256') {
         pubsub.push(row([label(client), int(s.median), fixed(s.p99Ms), int(s.maxBacklog), fixed(s.maxLoopDelayMs), int(s.published), int(s.lost), int(s.reordered)]))
       }
@@ -161,7 +175,9 @@ function tables(summaries) {
   }
   const detail = 'Pub/Sub detail (max backlog and max delay: worst over the runs; published, lost and out of order: totals over all runs, warmup included):'
   const others = ratios(summaries)
-  return `${main.join('\n')}\n${others ? `\nKindling's median over each competitor's (above 1: Kindling is faster):\n\n${others}\n` : ''}${pubsub.length > 2 ? `\n${detail}\n\n${pubsub.join('\n')}\n` : ''}`
+  const placement = PLACEMENT ? ` (placement: ${PLACEMENT}, redis-server on CPU ${SERVER_CPU}, clients on CPU ${CLIENT_CPU})` : ''
+  const trips = roundTrips.length > 2 ? `\nRound trips of set+get with 1 in flight, each call to its settled promise${placement}:\n\n${roundTrips.join('\n')}\n` : ''
+  return `${main.join('\n')}\n${others ? `\nKindling's median over each competitor's (above 1: Kindling is faster):\n\n${others}\n` : ''}${trips}${pubsub.length > 2 ? `\n${detail}\n\n${pubsub.join('\n')}\n` : ''}`
 }
 
 // Failed runs, lost or reordered messages, and anything a child wrote to stdout/stderr.
@@ -222,7 +238,7 @@ function machine() {
 }
 
 function command() {
-  const env = ['BENCH_SECONDS', 'BENCH_RUNS', 'BENCH_CASES', 'BENCH_CLIENTS'].filter((name) => process.env[name] !== undefined).map((name) => `${name}=${process.env[name]} `)
+  const env = ['BENCH_SECONDS', 'BENCH_RUNS', 'BENCH_CASES', 'BENCH_CLIENTS', 'BENCH_PLACEMENT'].filter((name) => process.env[name] !== undefined).map((name) => `${name}=${process.env[name]} `)
   return `${env.join('')}node bench/run.js ${process.argv.slice(2).join(' ')}`.trim()
 }
 
@@ -304,7 +320,9 @@ async function main() {
   if (!(SECONDS > 0) || !Number.isInteger(RUNS) || RUNS < 1) throw new Error('BENCH_SECONDS must be > 0 and BENCH_RUNS an integer ≥ 1')
   if (SELECTED.length === 0) throw new Error(`BENCH_CASES and BENCH_CLIENTS match none of ${CASES.map((c) => c.id).join(', ')} / ${ALL_CLIENTS.join(', ')}`)
   installCompetitors()
+  if (PLACEMENT && !CLIENT_CPU) throw new Error('BENCH_PLACEMENT is same or cross')
   const redis = await startRedis()
+  if (PLACEMENT) execFileSync('taskset', ['-a', '-p', '-c', SERVER_CPU, String(redis.process.pid)], { stdio: 'ignore' })
   const results = new Map()
   try {
     for (const c of SELECTED) {
