@@ -8,23 +8,29 @@ const { startRedis, freePort } = require('./helpers/redis-server.js')
 const { makeCertificates } = require('./helpers/certificates.js')
 const { createRedisStoreAdapter } = require('../index.js')
 
-describe('TLS', () => {
-  let server
-  let certs
-  let tlsPort
+// A TLS-only redis-server with fresh certificates for the suite it is called in; `authClients`:
+// whether it asks for a client certificate.
+function tlsServer(authClients) {
+  const context = {}
   before(async () => {
-    certs = makeCertificates()
-    tlsPort = await freePort()
-    server = await startRedis('--port', '0', '--tls-port', String(tlsPort), '--tls-cert-file', certs.files.cert,
-      '--tls-key-file', certs.files.key, '--tls-ca-cert-file', certs.files.ca, '--tls-auth-clients', 'no')
+    context.certs = makeCertificates()
+    context.port = await freePort()
+    context.server = await startRedis('--port', '0', '--tls-port', String(context.port),
+      '--tls-cert-file', context.certs.files.cert, '--tls-key-file', context.certs.files.key,
+      '--tls-ca-cert-file', context.certs.files.ca, '--tls-auth-clients', authClients ? 'yes' : 'no')
   })
   after(async () => {
-    await server.stop()
-    certs.remove()
+    await context.server.stop()
+    context.certs.remove()
   })
+  return context
+}
+
+describe('TLS', () => {
+  const tls = tlsServer(false)
 
   it('works with the right CA, for commands and Pub/Sub', async () => {
-    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca } })
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca } })
     await store.set('secure', { ok: true })
     assert.deepEqual(await store.get('secure'), { ok: true })
     let received
@@ -36,19 +42,19 @@ describe('TLS', () => {
   })
 
   it('refuses a server certificate from another CA', async () => {
-    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.otherCa }, connectTimeout: 2000 })
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.otherCa }, connectTimeout: 2000 })
     await assert.rejects(store.get('secure'), (err) => err.code === 'ERR_STORE_CONNECTION')
     await store.close()
   })
 
   it('refuses a server certificate no trusted root signed', async () => {
-    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, connectTimeout: 2000 })
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, connectTimeout: 2000 })
     await assert.rejects(store.get('secure'), (err) => err.code === 'ERR_STORE_CONNECTION')
     await store.close()
   })
 
   it('skips verification only when rejectUnauthorized is false', async () => {
-    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { rejectUnauthorized: false } })
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { rejectUnauthorized: false } })
     await store.set('unverified', 1)
     assert.equal(await store.get('unverified'), 1)
     await store.close()
@@ -56,12 +62,12 @@ describe('TLS', () => {
 
   it('checks the certificate against servername when one is given', async () => {
     // The certificate names 127.0.0.1 and localhost; the connection goes to 127.0.0.1 either way.
-    const named = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca, servername: 'localhost' } })
+    const named = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca, servername: 'localhost' } })
     await named.set('named', 1)
     assert.equal(await named.get('named'), 1)
     await named.close()
     const misnamed = createRedisStoreAdapter({
-      url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca, servername: 'redis.example.com' }, connectTimeout: 2000,
+      url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca, servername: 'redis.example.com' }, connectTimeout: 2000,
     })
     await assert.rejects(misnamed.get('named'), (err) => err.code === 'ERR_STORE_CONNECTION' && /certificate/i.test(err.message))
     await misnamed.close()
@@ -69,22 +75,10 @@ describe('TLS', () => {
 })
 
 describe('TLS with client certificates (tls-auth-clients yes)', () => {
-  let server
-  let certs
-  let tlsPort
-  before(async () => {
-    certs = makeCertificates()
-    tlsPort = await freePort()
-    server = await startRedis('--port', '0', '--tls-port', String(tlsPort), '--tls-cert-file', certs.files.cert,
-      '--tls-key-file', certs.files.key, '--tls-ca-cert-file', certs.files.ca, '--tls-auth-clients', 'yes')
-  })
-  after(async () => {
-    await server.stop()
-    certs.remove()
-  })
+  const tls = tlsServer(true)
 
   it('works with a client certificate the server trusts, for commands and Pub/Sub', async () => {
-    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca, ...certs.client } })
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca, ...tls.certs.client } })
     await store.set('mutual', { ok: true })
     assert.deepEqual(await store.get('mutual'), { ok: true })
     let received
@@ -96,7 +90,7 @@ describe('TLS with client certificates (tls-auth-clients yes)', () => {
   })
 
   it('is refused without a client certificate', async () => {
-    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.ca }, connectTimeout: 2000 })
+    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca }, connectTimeout: 2000 })
     await assert.rejects(store.get('mutual'), (err) => err.code === 'ERR_STORE_CONNECTION')
     await store.close()
   })

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::redis::{lock, Backoff, Request};
-use super::wire::{self, Connector, Frame, Parsed, Stream};
+use super::wire::{self, Connector, Frame, Stream};
 use super::Op;
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::{from_server_reply, ErrorCode, StoreError};
@@ -137,27 +137,16 @@ async fn read_pushes(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let mut at = 0;
-        let parsed = loop {
-            match wire::parse(&buf[at..]) {
-                Ok(Parsed::Frame(frame, used)) => {
-                    take_push(frame, &buf[at..], &awaited, &mut messages);
-                    at += used;
-                }
-                Ok(Parsed::Incomplete(need)) => {
-                    wanted = need;
-                    break Ok(());
-                }
-                Err(err) => break Err(err),
-            }
-        };
+        let parsed = wire::parse_each(&buf, |frame, bytes| {
+            take_push(frame, bytes, &awaited, &mut messages);
+            Ok(())
+        });
         if !messages.is_empty() {
             outbox.push_all(messages.drain(..));
         }
-        if parsed.is_err() {
-            break;
-        }
-        wire::consume(&mut buf, at);
+        let Ok((used, needed)) = parsed else { break };
+        wanted = needed;
+        wire::consume(&mut buf, used);
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::pubsub::serve_subscriptions;
-use super::wire::{self, Connector, Frame, Parsed, Stream};
+use super::wire::{self, Connector, Frame, Stream};
 use super::{Op, MAX_SAFE_INTEGER};
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::{from_server_reply, ErrorCode, StoreError};
@@ -327,45 +327,37 @@ async fn read_replies(
             }
             _ = shared.arrived.notified(), if oldest.is_none() => continue,
         }
-        let mut at = 0;
         let parsed = {
             let mut in_flight = lock(&shared.in_flight);
-            loop {
-                match wire::parse(&buf[at..]) {
-                    Ok(Parsed::Frame(frame, used)) => {
-                        let Some(awaiting) = in_flight.queue.pop_front() else {
-                            break Err(wire::protocol_error("a reply to no command"));
-                        };
-                        let Some(reply) = reply_for(&awaiting.op, frame, &buf[at..]) else {
-                            // Out of step with the commands: no later reply can be trusted.
-                            let err = wire::protocol_error("a reply that does not fit its command");
-                            events.push(Event::Completion {
-                                id: awaiting.id,
-                                reply: Reply::Error(err.clone()),
-                            });
-                            break Err(err);
-                        };
-                        events.push(Event::Completion {
-                            id: awaiting.id,
-                            reply,
-                        });
-                        at += used;
+            wire::parse_each(&buf, |frame, bytes| {
+                let awaiting = in_flight
+                    .queue
+                    .pop_front()
+                    .ok_or_else(|| wire::protocol_error("a reply to no command"))?;
+                let (reply, fits) = match reply_for(&awaiting.op, frame, bytes) {
+                    Some(reply) => (reply, Ok(())),
+                    // Out of step with the commands: no later reply can be trusted.
+                    None => {
+                        let err = wire::protocol_error("a reply that does not fit its command");
+                        (Reply::Error(err.clone()), Err(err))
                     }
-                    Ok(Parsed::Incomplete(need)) => {
-                        wanted = need;
-                        break Ok(());
-                    }
-                    Err(err) => break Err(err),
-                }
-            }
+                };
+                events.push(Event::Completion {
+                    id: awaiting.id,
+                    reply,
+                });
+                fits
+            })
         };
         if !events.is_empty() {
             shared.outbox.push_all(events.drain(..));
         }
-        if let Err(err) = parsed {
-            break err;
-        }
-        wire::consume(&mut buf, at);
+        let (used, needed) = match parsed {
+            Ok(progress) => progress,
+            Err(err) => break err,
+        };
+        wanted = needed;
+        wire::consume(&mut buf, used);
     };
     shared.close(failure);
 }

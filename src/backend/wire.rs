@@ -113,6 +113,25 @@ pub fn consume(buf: &mut Vec<u8>, used: usize) {
     }
 }
 
+/// Hands each whole reply at the start of `buf` to `take`, with the bytes its ranges point
+/// into. Returns the bytes they took and what the next, incomplete one needs in all (0 when its
+/// header has not arrived), both counted from where the unread part will start.
+pub fn parse_each(
+    buf: &[u8],
+    mut take: impl FnMut(Frame, &[u8]) -> Result<(), StoreError>,
+) -> Result<(usize, usize), StoreError> {
+    let mut at = 0;
+    loop {
+        match parse(&buf[at..])? {
+            Parsed::Frame(frame, used) => {
+                take(frame, &buf[at..])?;
+                at += used;
+            }
+            Parsed::Incomplete(needed) => return Ok((at, needed)),
+        }
+    }
+}
+
 /// Parses the reply at the start of `buf`. Arrays hold plain values only: Pub/Sub pushes are
 /// flat, and nothing sent on these connections is answered with a nested array.
 pub fn parse(buf: &[u8]) -> Result<Parsed, StoreError> {
