@@ -100,7 +100,14 @@ impl Outbox {
     }
 
     pub fn push_all(&self, events: impl IntoIterator<Item = Event>) {
-        lock(&self.events).extend(events);
+        {
+            let mut queue = lock(&self.events);
+            let before = queue.len();
+            queue.extend(events);
+            if queue.len() == before {
+                return;
+            }
+        }
         // Ring only when JS is not already due to drain: a wake is the costly part.
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             if let Some(wake) = lock(&self.wake).as_ref() {
