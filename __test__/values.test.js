@@ -68,6 +68,26 @@ describe('values against a real server', () => {
     await store.close()
   })
 
+  it('a 20 MB message another client publishes arrives whole', async () => {
+    const roomy = await startRedis()
+    try {
+      const store = createRedisStoreAdapter({ url: roomy.url })
+      const { callback, all } = collect(1)
+      await store.subscribe('huge', callback)
+      const socket = net.connect(roomy.port, '127.0.0.1')
+      await once(socket, 'connect')
+      const payload = Buffer.alloc(20 * 1024 * 1024, 0x71)
+      socket.write(Buffer.concat([Buffer.from(`*3\r\n$7\r\nPUBLISH\r\n$4\r\nhuge\r\n$${payload.length}\r\n`), payload, Buffer.from('\r\n')]))
+      const [{ message }] = await all
+      socket.destroy()
+      assert.equal(message.length, payload.length)
+      assert.ok(message === 'q'.repeat(payload.length))
+      await store.close()
+    } finally {
+      await roomy.stop()
+    }
+  })
+
   it('Pub/Sub payloads from other clients that are huge, binary or not UTF-8 arrive as strings', async () => {
     const errors = []
     const store = createRedisStoreAdapter({ url: server.url, onError: (err) => errors.push(err) })
