@@ -152,15 +152,14 @@ async fn read_pushes(
 
 /// A message goes to the outbox; a confirmation or refusal to the oldest command waiting.
 fn take_push(frame: Frame, bytes: &[u8], awaited: &AwaitedQueue, messages: &mut Vec<Event>) {
-    let text = |range: &std::ops::Range<usize>| String::from_utf8_lossy(&bytes[range.clone()]);
     let outcome = match &frame {
         Frame::Array(items) => match items.as_slice() {
             [Frame::Bulk(kind), Frame::Bulk(channel), Frame::Bulk(payload)]
                 if &bytes[kind.clone()] == b"message" =>
             {
                 messages.push(Event::Message {
-                    channel: text(channel).into_owned(),
-                    payload: text(payload).into_owned(),
+                    channel: wire::text(bytes, channel),
+                    payload: wire::text(bytes, payload),
                 });
                 return;
             }
@@ -176,7 +175,7 @@ fn take_push(frame: Frame, bytes: &[u8], awaited: &AwaitedQueue, messages: &mut 
         },
         // PING's answer on a connection that holds no subscription.
         Frame::Status(_) => Ok(()),
-        Frame::Error(message) => Err(from_server_reply(&text(message), false)),
+        Frame::Error(message) => Err(from_server_reply(&wire::text(bytes, message), false)),
         _ => return,
     };
     let mut waiting = lock(awaited);

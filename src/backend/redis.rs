@@ -21,8 +21,6 @@ use crate::options::{RedisOptions, Timeouts};
 /// Commands taken off the queue into one pipeline at most.
 const MAX_BATCH: usize = 1024;
 const SPIN: Duration = Duration::from_micros(200);
-/// An encoding buffer that grew past this for a big value is let go after its batch.
-const KEEP_BUFFER: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_millis(500);
 
@@ -195,6 +193,7 @@ struct Connection {
     shared: Arc<Shared>,
     encoded: Vec<u8>,
     write_failed: bool,
+    command_timeout: Duration,
 }
 
 impl Connection {
@@ -215,6 +214,7 @@ impl Connection {
             shared,
             encoded: Vec::new(),
             write_failed: false,
+            command_timeout,
         }
     }
 
@@ -223,13 +223,10 @@ impl Connection {
         self.write_failed || lock(&self.shared.in_flight).closed
     }
 
-    /// Writes the batch as one pipeline. The replies come through the reader; a failed
-    /// write fails them here.
-    async fn send(
-        &mut self,
-        requests: &[Request],
-        command_timeout: Duration,
-    ) -> Result<(), Unsent> {
+    /// Writes the batch as one pipeline. The replies, or their failures, come through the
+    /// reader.
+    async fn send(&mut self, requests: &[Request]) -> Result<(), Unsent> {
+        let command_timeout = self.command_timeout;
         self.encoded.clear();
         for request in requests {
             wire::encode(
@@ -267,9 +264,8 @@ impl Connection {
                 .shared
                 .close(StoreError::timeout(command_timeout.as_millis() as u64)),
         }
-        if self.encoded.capacity() > KEEP_BUFFER {
-            self.encoded = Vec::new();
-        }
+        let written = self.encoded.len();
+        wire::consume(&mut self.encoded, written);
         Ok(())
     }
 }
@@ -434,10 +430,9 @@ async fn serve_commands(mut link: Link, mut queue: UnboundedReceiver<Request>) {
         pipelining = batch.len() > 1;
         // A connection that closed just before this batch was written gets one more try.
         let mut retried = false;
-        let command_timeout = link.timeouts.command;
         let failure = loop {
             match link.connection().await {
-                Ok(connection) => match connection.send(&batch, command_timeout).await {
+                Ok(connection) => match connection.send(&batch).await {
                     Ok(()) => break None,
                     Err(Unsent) if !retried => retried = true,
                     Err(Unsent) => {
@@ -470,12 +465,12 @@ async fn serve_commands(mut link: Link, mut queue: UnboundedReceiver<Request>) {
 /// The reply a command gets, or `None` when the frame is not one that command can get.
 fn reply_for(op: &Op, frame: Frame, bytes: &[u8]) -> Option<Reply> {
     Some(match (op, frame) {
-        (op, Frame::Error(text)) => Reply::Error(from_server_reply(
-            &String::from_utf8_lossy(&bytes[text]),
+        (op, Frame::Error(message)) => Reply::Error(from_server_reply(
+            &wire::text(bytes, &message),
             matches!(op, Op::Increment),
         )),
         (Op::Get, Frame::Nil) => Reply::Null,
-        (Op::Get, Frame::Bulk(value)) => Reply::Text(text(&bytes[value])),
+        (Op::Get, Frame::Bulk(value)) => Reply::Text(wire::text(bytes, &value)),
         (Op::Has, Frame::Integer(n)) => Reply::Bool(n > 0),
         (Op::Increment, Frame::Integer(n))
             if !(-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&n) =>
@@ -487,9 +482,4 @@ fn reply_for(op: &Op, frame: Frame, bytes: &[u8]) -> Option<Reply> {
         (Op::Delete | Op::Expire { .. } | Op::Publish, Frame::Integer(_)) => Reply::Null,
         _ => return None,
     })
-}
-
-/// Other clients may write bytes that are not UTF-8; they arrive with replacement characters.
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 use super::Op;
-use crate::error::{ErrorCode, StoreError};
+use crate::error::{from_server_reply, ErrorCode, StoreError};
 use crate::options::RedisOptions;
 
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -91,7 +91,7 @@ const MAX_ELEMENTS: i64 = 1024 * 1024;
 /// Status and error lines are short; this bounds the search for a line's end.
 const MAX_LINE: usize = 1024 * 1024;
 /// Sockets are read in chunks of this much; a buffer that grew past `KEEP_BUFFER` for a big
-/// value shrinks back once it is drained.
+/// value shrinks back once it is drained (read buffers, and the buffer a batch is encoded in).
 const READ_CHUNK: usize = 64 * 1024;
 const KEEP_BUFFER: usize = 1024 * 1024;
 /// A reply announced as this big or bigger is given room in steps, as its bytes arrive.
@@ -105,12 +105,18 @@ pub fn make_room(buf: &mut Vec<u8>, wanted: usize) {
     }
 }
 
-/// Drops the `used` bytes parsed, and lets go of the room a big reply needed.
+/// Drops the first `used` bytes (parsed, or written), and lets go of the room a big value needed.
 pub fn consume(buf: &mut Vec<u8>, used: usize) {
     buf.drain(..used);
     if buf.capacity() > KEEP_BUFFER && buf.len() < READ_CHUNK {
         buf.shrink_to(READ_CHUNK);
     }
+}
+
+/// The text in `bytes[range]`. Other clients may write bytes that are not UTF-8: they arrive
+/// as replacement characters.
+pub fn text(bytes: &[u8], range: &Range<usize>) -> String {
+    String::from_utf8_lossy(&bytes[range.clone()]).into_owned()
 }
 
 /// Hands each whole reply at the start of `buf` to `take`, with the bytes its ranges point
@@ -217,6 +223,8 @@ pub struct Connector {
     /// `AUTH` and `SELECT`, sent before any command, and how many replies they expect.
     hello: Vec<u8>,
     hello_replies: usize,
+    /// The first of them is an `AUTH`.
+    authenticates: bool,
 }
 
 enum Target {
@@ -265,6 +273,7 @@ impl Connector {
             tls,
             hello,
             hello_replies,
+            authenticates: options.password.is_some(),
         })
     }
 
@@ -309,8 +318,15 @@ impl Connector {
             match parse(&buf)? {
                 Parsed::Frame(frame, used) => {
                     if let Frame::Error(text) = &frame {
-                        let text = String::from_utf8_lossy(&buf[text.clone()]).into_owned();
-                        return Err(refusal_before_ready(text));
+                        let refusal = from_server_reply(&self::text(&buf, text), false);
+                        // A refused AUTH is a failed login whatever words the server version
+                        // uses ("WRONGPASS", "ERR invalid password", no password configured).
+                        let login_refused = replies == 0 && self.authenticates;
+                        return Err(if login_refused {
+                            StoreError::new(ErrorCode::Auth, refusal.message)
+                        } else {
+                            refusal
+                        });
                     }
                     buf.drain(..used);
                     replies += 1;
@@ -331,21 +347,6 @@ impl Connector {
         }
         Ok(())
     }
-}
-
-/// A refused `AUTH` (or `SELECT`): a wrong password is an authentication failure whatever
-/// words the server version uses for it.
-fn refusal_before_ready(text: String) -> StoreError {
-    let code = if text.starts_with("WRONGPASS")
-        || text.starts_with("NOAUTH")
-        || text.contains("AUTH")
-        || text.contains("password")
-    {
-        ErrorCode::Auth
-    } else {
-        ErrorCode::Redis
-    };
-    StoreError::new(code, text)
 }
 
 /// No Nagle delay on pipelined batches; keepalive probes find a peer that vanished without
