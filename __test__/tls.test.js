@@ -26,19 +26,23 @@ function tlsServer(authClients) {
   return context
 }
 
+// The adapter stores and reads back a value, and gets a message it published to itself.
+async function servesCommandsAndPubSub(store, name) {
+  await store.set(name, { ok: true })
+  assert.deepEqual(await store.get(name), { ok: true })
+  let received
+  const message = new Promise((resolve) => (received = resolve))
+  await store.subscribe(`${name}-channel`, received)
+  await store.publish(`${name}-channel`, `over tls: ${name}`)
+  assert.equal(await message, `over tls: ${name}`)
+  await store.close()
+}
+
 describe('TLS', () => {
   const tls = tlsServer(false)
 
   it('works with the right CA, for commands and Pub/Sub', async () => {
-    const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca } })
-    await store.set('secure', { ok: true })
-    assert.deepEqual(await store.get('secure'), { ok: true })
-    let received
-    const message = new Promise((resolve) => (received = resolve))
-    await store.subscribe('secure-channel', received)
-    await store.publish('secure-channel', 'over tls')
-    assert.equal(await message, 'over tls')
-    await store.close()
+    await servesCommandsAndPubSub(createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca } }), 'secure')
   })
 
   it('refuses a server certificate from another CA', async () => {
@@ -79,14 +83,7 @@ describe('TLS with client certificates (tls-auth-clients yes)', () => {
 
   it('works with a client certificate the server trusts, for commands and Pub/Sub', async () => {
     const store = createRedisStoreAdapter({ url: `rediss://127.0.0.1:${tls.port}`, tls: { ca: tls.certs.ca, ...tls.certs.client } })
-    await store.set('mutual', { ok: true })
-    assert.deepEqual(await store.get('mutual'), { ok: true })
-    let received
-    const message = new Promise((resolve) => (received = resolve))
-    await store.subscribe('mutual-channel', received)
-    await store.publish('mutual-channel', 'both sides verified')
-    assert.equal(await message, 'both sides verified')
-    await store.close()
+    await servesCommandsAndPubSub(store, 'mutual')
   })
 
   it('is refused without a client certificate', async () => {
