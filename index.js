@@ -1,20 +1,16 @@
 'use strict'
 
 const { inspect } = require('node:util')
+const { performance } = require('node:perf_hooks')
 const native = require('./binding.js')
 const { redisOptions, memoryOptions } = require('./lib/options.js')
 const { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative } = require('./lib/errors.js')
 
-// Operation numbers shared with src/backend/mod.rs (Op::decode).
-const GET = 0
-const SET = 1
-const DELETE = 2
-const HAS = 3
-const INCREMENT = 4
-const EXPIRE = 5
-const PUBLISH = 6
-const SUBSCRIBE = 7
-const UNSUBSCRIBE = 8
+// Operation numbers, defined once in Rust (src/backend/mod.rs).
+const {
+  Get: GET, Set: SET, Delete: DELETE, Has: HAS, Increment: INCREMENT, Expire: EXPIRE,
+  Publish: PUBLISH, Subscribe: SUBSCRIBE, Unsubscribe: UNSUBSCRIBE,
+} = native.Operation
 
 const MAX_ID = 0xffffffff
 // [handle, id, op, ttlMs] of the next native.submit: numbers cross to Rust here, not as
@@ -23,8 +19,10 @@ const MAX_ID = 0xffffffff
 const callBuffer = native.registerCallBuffer(new Float64Array(4))
 // No adapter has this handle: a closed adapter's slot may be reused by a new one.
 const RELEASED = 0xffffffff
-// Events settled per turn of the event loop; a longer backlog continues on the next turn.
+// Events taken from native per drain, and the time one turn of the event loop may spend
+// delivering messages: a longer backlog continues on a later turn, after timers and I/O.
 const DRAIN_LIMIT = 16384
+const DELIVERY_BUDGET_MS = 10
 const noop = () => {}
 
 // A stored value that is not JSON (written by another client) comes back as the raw string.
@@ -102,6 +100,10 @@ class StoreAdapter {
   #channels = new Map()
   #closing = null
   #whenIdle = null
+  // Events drained but not yet handled, when a drain ran out of its time budget.
+  #unhandled = null
+  #unhandledAt = 0
+  #unhandledMore = false
   // Ref'd only while calls are pending or subscriptions exist, so idle processes exit.
   #keepAlive = setInterval(noop, 2 ** 31 - 1).unref()
 
@@ -265,19 +267,49 @@ class StoreAdapter {
 
   // Called by the native wake; settles the completions and delivers the messages queued.
   #dispatch = () => {
-    const events = native.drain(this.#handle, DRAIN_LIMIT)
-    for (let i = 0; i < events.length; i += 2) {
+    let events = this.#unhandled
+    let i = this.#unhandledAt
+    let more = this.#unhandledMore
+    if (events === null) {
+      events = native.drain(this.#handle, DRAIN_LIMIT)
+      i = 0
+      // A full batch: more may wait, and native rings no wake until JS has drained them all.
+      more = events.length === DRAIN_LIMIT * 2
+    }
+    this.#unhandled = null
+    const budgetEnd = performance.now() + DELIVERY_BUDGET_MS
+    for (; i < events.length; i += 2) {
       const head = events[i]
       const body = events[i + 1]
       if (typeof head === 'number') this.#settle(head, body)
-      else if (typeof head === 'string') this.#deliver(head, body)
-      else this.#report(fromNative(body, this.#secrets))
+      else if (typeof head === 'string') {
+        this.#deliver(head, body)
+        if (i + 2 < events.length && performance.now() > budgetEnd) {
+          this.#unhandled = events
+          this.#unhandledAt = i + 2
+          this.#unhandledMore = more
+          setImmediate(this.#dispatch)
+          return
+        }
+      } else this.#failed(fromNative(body, this.#secrets))
     }
-    if (events.length === DRAIN_LIMIT * 2) setImmediate(this.#dispatch)
+    if (more) setImmediate(this.#dispatch)
     if (this.#pending.size === 0) {
       this.#refreshKeepAlive()
       if (this.#whenIdle) this.#whenIdle()
     }
+  }
+
+  // An error that belongs to no call; one that gives up a subscription makes this side
+  // forget the channel first, so both sides agree on what is subscribed.
+  #failed(err) {
+    if (typeof err.channel === 'string') {
+      const channel = err.channel.startsWith(this.#keyPrefix) ? err.channel.slice(this.#keyPrefix.length) : err.channel
+      err.channel = channel
+      this.#channels.delete(channel)
+      this.#refreshKeepAlive()
+    }
+    this.#report(err)
   }
 
   #settle(id, reply) {
@@ -323,11 +355,12 @@ class StoreAdapter {
 function createRedisStoreAdapter(input) {
   const settings = redisOptions(input)
   return new StoreAdapter((wake) => {
-    try {
-      return native.createRedis(settings.native, settings.keyPrefix, wake)
-    } catch (err) {
-      throw storeError(TypeError, codes.INVALID_ARGUMENT, redact(err.message, settings.secrets))
+    const handle = native.createRedis(settings.native, settings.keyPrefix, settings.maxPubSubBacklog, wake)
+    if (Array.isArray(handle)) {
+      const err = fromNative(handle, settings.secrets)
+      throw err.code === codes.INVALID_ARGUMENT ? storeError(TypeError, err.code, err.message) : err
     }
+    return handle
   }, {
     keyPrefix: settings.keyPrefix,
     onError: settings.onError,
@@ -340,7 +373,7 @@ function createRedisStoreAdapter(input) {
 function createMemoryStoreAdapter(input) {
   const settings = memoryOptions(input)
   const client = Object.freeze({ backend: 'memory', name: settings.name ?? null })
-  return new StoreAdapter((wake) => native.createMemory(settings.name, settings.keyPrefix, wake), {
+  return new StoreAdapter((wake) => native.createMemory(settings.name, settings.keyPrefix, settings.maxPubSubBacklog, wake), {
     keyPrefix: settings.keyPrefix,
     onError: settings.onError,
     client,

@@ -13,7 +13,7 @@ const uniqueName = () => `memory-test-${process.pid}-${++names}`
 
 // The entries a named store physically holds, expired or not: internal, for reclaim tests.
 function entriesHeld(name) {
-  const probe = native.createMemory(name, '', () => {})
+  const probe = native.createMemory(name, '', 1024, () => {})
   const count = native.memoryEntryCount(probe)
   native.close(probe)
   return count

@@ -1,6 +1,7 @@
 'use strict'
 
-// Every error the package makes carries one of these codes (SPEC section 4).
+// Every error the package makes carries one of these codes. They are defined in Rust
+// (src/error.rs) and written out here for readers and types; a test checks both agree.
 const codes = Object.freeze({
   INVALID_ARGUMENT: 'ERR_STORE_INVALID_ARGUMENT',
   SERIALIZE: 'ERR_STORE_SERIALIZE',
@@ -31,9 +32,23 @@ function redact(text, secrets) {
   return out
 }
 
-// The native side reports failures as [code, message, 'Error' | 'RangeError'].
-function fromNative([code, message, errorType], secrets) {
-  return storeError(errorType === 'RangeError' ? RangeError : Error, code, redact(message, secrets))
+// The native side reports failures as [code, message, 'Error' | 'RangeError', details?], where
+// details may say the call can be retried, which subscription was given up, and the system
+// error under a connection failure.
+function fromNative([code, message, errorType, details], secrets) {
+  const err = storeError(errorType === 'RangeError' ? RangeError : Error, code, redact(message, secrets))
+  if (details === undefined) return err
+  if (details.retryable) err.retryable = true
+  if (details.channel !== undefined) err.channel = details.channel
+  if (details.cause !== undefined) {
+    const { code: errno, syscall, address, port, message: text } = details.cause
+    const cause = new Error(redact(text, secrets))
+    Object.assign(cause, { code: errno, syscall })
+    if (address !== undefined) cause.address = address
+    if (port !== undefined) cause.port = port
+    Object.defineProperty(err, 'cause', { value: cause, enumerable: false, writable: true, configurable: true })
+  }
+  return err
 }
 
 module.exports = { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative }

@@ -6,9 +6,11 @@ const DEFAULT_URL = 'redis://127.0.0.1:6379'
 const DEFAULT_PORT = 6379
 const REDIS_OPTIONS = new Set([
   'url', 'host', 'port', 'username', 'password', 'db', 'tls', 'keyPrefix',
-  'connectTimeout', 'commandTimeout', 'cluster', 'sentinel', 'onError',
+  'connectTimeout', 'commandTimeout', 'cluster', 'sentinel', 'onError', 'maxPubSubBacklog',
 ])
-const MEMORY_OPTIONS = new Set(['keyPrefix', 'name', 'onError'])
+const MEMORY_OPTIONS = new Set(['keyPrefix', 'name', 'onError', 'maxPubSubBacklog'])
+// Bytes of Pub/Sub messages that may wait in native memory for JS to take them.
+const DEFAULT_BACKLOG = 64 * 1024 * 1024
 
 const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
 
@@ -44,6 +46,12 @@ function milliseconds(options, name, fallback) {
     throw invalidArgument(`option "${name}" must be a positive number of milliseconds`)
   }
   return Math.min(Math.ceil(value), 2 ** 31 - 1)
+}
+
+function backlogOption(options) {
+  const value = options.maxPubSubBacklog
+  if (value === undefined || value === null) return DEFAULT_BACKLOG
+  return integerIn(value, 'maxPubSubBacklog', 1, Number.MAX_SAFE_INTEGER)
 }
 
 function onErrorOption(options) {
@@ -152,8 +160,11 @@ function redisOptions(input) {
   let options
   let target
   let client
+  // Nothing said where the server is: errors say the default was used.
+  let defaulted = false
   if (input === undefined || input === null) {
     options = {}
+    defaulted = !process.env.REDIS_URL
     target = parseUrl(process.env.REDIS_URL || DEFAULT_URL)
   } else if (typeof input === 'string') {
     options = {}
@@ -169,7 +180,9 @@ function redisOptions(input) {
     if (options.sentinel !== undefined && options.sentinel !== null) {
       throw invalidArgument('option "sentinel" is not supported in this release yet (Redis Sentinel comes in a later version)')
     }
-    target = parseUrl(optionalString(options, 'url') ?? process.env.REDIS_URL ?? DEFAULT_URL)
+    const url = optionalString(options, 'url') ?? process.env.REDIS_URL
+    defaulted = url === undefined && options.host == null && options.port == null
+    target = parseUrl(url ?? DEFAULT_URL)
   } else {
     throw invalidArgument('createRedisStoreAdapter takes a URL string, an options object or an ioredis instance')
   }
@@ -204,9 +217,12 @@ function redisOptions(input) {
   }
   const scheme = native.path ? 'unix' : native.tls ? 'rediss' : 'redis'
   const where = native.path ? `unix://${native.path}` : `${scheme}://${native.host.includes(':') ? `[${native.host}]` : native.host}:${native.port}/${native.db}`
+  native.target = where
+  native.targetIsDefault = defaulted
   return {
     native,
     keyPrefix,
+    maxPubSubBacklog: backlogOption(options),
     onError: client ? undefined : onErrorOption(options),
     client,
     description: where,
@@ -221,12 +237,12 @@ function secretsOf(password) {
 }
 
 function memoryOptions(input) {
-  if (input === undefined || input === null) return { keyPrefix: '', name: undefined, onError: undefined }
+  if (input === undefined || input === null) input = {}
   if (!isPlainObject(input)) throw invalidArgument('createMemoryStoreAdapter takes an options object')
   checkKnown(input, MEMORY_OPTIONS, 'memory store')
   const name = optionalString(input, 'name')
   if (name === '') throw invalidArgument('option "name" must not be empty')
-  return { keyPrefix: optionalString(input, 'keyPrefix') ?? '', name, onError: onErrorOption(input) }
+  return { keyPrefix: optionalString(input, 'keyPrefix') ?? '', name, onError: onErrorOption(input), maxPubSubBacklog: backlogOption(input) }
 }
 
 module.exports = { redisOptions, memoryOptions }

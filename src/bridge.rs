@@ -4,13 +4,13 @@
 //! synchronous call.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use napi::bindgen_prelude::{Array, Null, ToNapiValue};
-use napi::sys;
+use napi::bindgen_prelude::{Array, Null, Object, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status, Unknown};
+use napi::{sys, Env, JsValue, Status, Unknown};
+use tokio::sync::Notify;
 
 use crate::error::StoreError;
 
@@ -28,8 +28,38 @@ pub enum Reply {
     Shared(Arc<str>),
     Number(f64),
     Bool(bool),
-    /// JS sees `[code, message, errorType]`: the only array a reply can be.
+    /// JS sees `[code, message, errorType, details?]`: the only array a reply can be.
     Error(StoreError),
+}
+
+/// `details`: `{ retryable?, channel?, cause?: { code, syscall, address?, port?, message } }`,
+/// or nothing when the error has none of them.
+unsafe fn error_details(env: sys::napi_env, err: &StoreError) -> napi::Result<Option<sys::napi_value>> {
+    if !err.retryable && err.cause.is_none() && err.channel.is_none() {
+        return Ok(None);
+    }
+    let env = Env::from_raw(env);
+    let mut details = Object::new(&env)?;
+    if err.retryable {
+        details.set("retryable", true)?;
+    }
+    if let Some(channel) = &err.channel {
+        details.set("channel", channel.as_str())?;
+    }
+    if let Some(cause) = &err.cause {
+        let mut object = Object::new(&env)?;
+        object.set("code", cause.errno)?;
+        object.set("syscall", cause.syscall)?;
+        object.set("message", cause.message.as_str())?;
+        if let Some(address) = &cause.address {
+            object.set("address", address.as_str())?;
+        }
+        if let Some(port) = cause.port {
+            object.set("port", u32::from(port))?;
+        }
+        details.set("cause", object)?;
+    }
+    Ok(Some(details.raw()))
 }
 
 impl ToNapiValue for Reply {
@@ -47,7 +77,11 @@ impl ToNapiValue for Reply {
                 } else {
                     "Error"
                 };
-                Vec::<&str>::to_napi_value(env, vec![err.code.as_str(), &err.message, error_type])
+                let array = Vec::<&str>::to_napi_value(env, vec![err.code.as_str(), &err.message, error_type])?;
+                if let Some(details) = error_details(env, &err)? {
+                    napi::check_status!(sys::napi_set_element(env, array, 3, details))?;
+                }
+                Ok(array)
             }
         }
     }
@@ -79,20 +113,66 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Event {
+    /// The bytes a message holds while it waits for JS; completions are not counted.
+    fn message_bytes(&self) -> usize {
+        match self {
+            Event::Message { channel, payload } => channel.len() + payload.len(),
+            _ => 0,
+        }
+    }
+}
+
 pub struct Outbox {
     events: Mutex<VecDeque<Event>>,
     wake_pending: AtomicBool,
     /// Taken on close: the threadsafe function holds the JS dispatcher, and with it the adapter.
     wake: Mutex<Option<WakeFn>>,
+    /// Bytes of Pub/Sub messages waiting for JS, the most allowed, and whether that was
+    /// reached (until JS has taken half of them).
+    backlog: AtomicUsize,
+    backlog_limit: usize,
+    backlog_over: AtomicBool,
+    /// Rung when JS has taken the backlog down to half the limit after it was reached.
+    backlog_taken: Notify,
 }
 
 impl Outbox {
-    pub fn new(wake: WakeFn) -> Self {
+    pub fn new(wake: WakeFn, backlog_limit: usize) -> Self {
         Outbox {
             events: Mutex::new(VecDeque::new()),
             wake_pending: AtomicBool::new(false),
             wake: Mutex::new(Some(wake)),
+            backlog: AtomicUsize::new(0),
+            backlog_limit,
+            backlog_over: AtomicBool::new(false),
+            backlog_taken: Notify::new(),
         }
+    }
+
+    /// Whether the messages waiting for JS have reached the limit. The first call that finds
+    /// it reached reports it to `onError`, saying `consequence`.
+    pub fn backlog_full(&self, consequence: &str) -> bool {
+        let waiting = self.backlog.load(Ordering::Acquire);
+        if waiting < self.backlog_limit {
+            return false;
+        }
+        if !self.backlog_over.swap(true, Ordering::AcqRel) {
+            self.push_all([Event::Failure(StoreError::new(
+                crate::error::ErrorCode::Connection,
+                format!(
+                    "{} MB of Pub/Sub messages wait for JS (maxPubSubBacklog is {} MB): {consequence}",
+                    waiting / (1024 * 1024),
+                    self.backlog_limit / (1024 * 1024),
+                ),
+            ))]);
+        }
+        true
+    }
+
+    /// Completes once JS has taken the backlog down to half the limit.
+    pub async fn backlog_taken(&self) {
+        self.backlog_taken.notified().await
     }
 
     pub fn complete(&self, id: u32, reply: Reply) {
@@ -103,9 +183,13 @@ impl Outbox {
         {
             let mut queue = lock(&self.events);
             let before = queue.len();
-            queue.extend(events);
+            let mut bytes = 0;
+            queue.extend(events.into_iter().inspect(|e| bytes += e.message_bytes()));
             if queue.len() == before {
                 return;
+            }
+            if bytes > 0 {
+                self.backlog.fetch_add(bytes, Ordering::AcqRel);
             }
         }
         // Ring only when JS is not already due to drain: a wake is the costly part.
@@ -136,6 +220,13 @@ impl Outbox {
             }
             queue.drain(..count).collect()
         };
+        let taken: usize = events.iter().map(Event::message_bytes).sum();
+        if taken > 0 {
+            let left = self.backlog.fetch_sub(taken, Ordering::AcqRel) - taken;
+            if left <= self.backlog_limit / 2 && self.backlog_over.swap(false, Ordering::AcqRel) {
+                self.backlog_taken.notify_one();
+            }
+        }
         let mut out = env.create_array((events.len() * 2) as u32)?;
         for (i, event) in events.into_iter().enumerate() {
             let at = (i * 2) as u32;

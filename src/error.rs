@@ -1,13 +1,29 @@
-//! Error codes of SPEC section 4, and the mapping from Redis failures onto them.
+//! Error codes, defined here once and exported to JS, and the mapping of Redis failures onto
+//! them.
 
+use napi_derive::napi;
+
+/// Every error the package makes carries one of these. `lib/errors.js` lists them by hand for
+/// its JSDoc and types; a test checks the two lists agree.
+#[napi(string_enum)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    #[napi(value = "ERR_STORE_INVALID_ARGUMENT")]
     InvalidArgument,
+    /// Made in JS only (JSON.stringify), listed here so the list is whole.
+    #[napi(value = "ERR_STORE_SERIALIZE")]
+    Serialize,
+    #[napi(value = "ERR_STORE_NOT_INTEGER")]
     NotInteger,
+    #[napi(value = "ERR_STORE_CONNECTION")]
     Connection,
+    #[napi(value = "ERR_STORE_TIMEOUT")]
     Timeout,
+    #[napi(value = "ERR_STORE_AUTH")]
     Auth,
+    #[napi(value = "ERR_STORE_CLOSED")]
     Closed,
+    #[napi(value = "ERR_STORE_REDIS")]
     Redis,
 }
 
@@ -15,6 +31,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidArgument => "ERR_STORE_INVALID_ARGUMENT",
+            ErrorCode::Serialize => "ERR_STORE_SERIALIZE",
             ErrorCode::NotInteger => "ERR_STORE_NOT_INTEGER",
             ErrorCode::Connection => "ERR_STORE_CONNECTION",
             ErrorCode::Timeout => "ERR_STORE_TIMEOUT",
@@ -25,12 +42,28 @@ impl ErrorCode {
     }
 }
 
+/// The system-level reason under a connection failure, as Node reports its own socket errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// The errno name (`ECONNREFUSED`), or `ETIMEDOUT` for a step that ran out of time.
+    pub errno: &'static str,
+    pub syscall: &'static str,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreError {
     pub code: ErrorCode,
     pub message: String,
     /// A number out of range: JS raises it as a `RangeError`.
     pub out_of_range: bool,
+    /// The server said the command did not run and the condition will pass.
+    pub retryable: bool,
+    pub cause: Option<Box<Cause>>,
+    /// A subscription given up for good: JS forgets the channel before reporting this.
+    pub channel: Option<String>,
 }
 
 impl StoreError {
@@ -39,6 +72,9 @@ impl StoreError {
             code,
             message: message.into(),
             out_of_range: false,
+            retryable: false,
+            cause: None,
+            channel: None,
         }
     }
 
@@ -59,7 +95,7 @@ impl StoreError {
     pub fn timeout(after_ms: u64) -> Self {
         StoreError::new(
             ErrorCode::Timeout,
-            format!("no reply from the server within {after_ms} ms"),
+            format!("no reply from the server within {after_ms} ms; the command may have run"),
         )
     }
 
@@ -68,22 +104,81 @@ impl StoreError {
     }
 }
 
-fn is_auth_reply(code: Option<&str>) -> bool {
-    matches!(code, Some("NOAUTH" | "WRONGPASS"))
+/// The server's words for a refusal of the connection itself, whatever command it answers.
+fn refuses_connection(text: &str) -> bool {
+    text.starts_with("ERR max number of clients reached")
 }
 
-/// An error reply to one command of a pipeline ("CODE detail"), keeping the server's text.
-/// `to_increment`: the command was INCR, whose refusals of the stored value have their own code.
-pub fn from_server_reply(text: &str, to_increment: bool) -> StoreError {
+/// Replies that say the command did not run and the condition will pass.
+fn passing_state(code: &str) -> bool {
+    matches!(code, "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN")
+}
+
+/// What a command did to make the server refuse it, where that changes the error's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// AUTH: a refusal is a failed login.
+    Login,
+    /// INCR/INCRBY: refusals of the stored value have their own code.
+    Increment,
+    Other,
+}
+
+/// An error reply ("CODE detail"), keeping the server's text.
+pub fn from_server_reply(text: &str, command: Refused) -> StoreError {
     let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
-    let code = if is_auth_reply(Some(code)) {
-        ErrorCode::Auth
-    } else if to_increment && detail.contains("would overflow") {
-        return StoreError::out_of_safe_range();
-    } else if to_increment && code == "ERR" && detail.contains("not an integer") {
-        ErrorCode::NotInteger
-    } else {
-        ErrorCode::Redis
-    };
-    StoreError::new(code, text)
+    if refuses_connection(text) {
+        return StoreError {
+            retryable: true,
+            ..StoreError::new(ErrorCode::Connection, text)
+        };
+    }
+    if passing_state(code) {
+        return StoreError {
+            retryable: true,
+            ..StoreError::new(ErrorCode::Redis, text)
+        };
+    }
+    match command {
+        Refused::Login => StoreError::new(ErrorCode::Auth, text),
+        Refused::Increment if detail.contains("would overflow") => StoreError {
+            message: format!("{text}: the value is unchanged, and is beyond Number.MAX_SAFE_INTEGER"),
+            ..StoreError::out_of_safe_range()
+        },
+        Refused::Increment if code == "ERR" && detail.contains("not an integer") => {
+            StoreError::new(ErrorCode::NotInteger, text)
+        }
+        _ => StoreError::new(ErrorCode::Redis, text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_codes() {
+        let cases = [
+            ("WRONGPASS invalid username-password pair", Refused::Login, ErrorCode::Auth, false),
+            ("ERR max number of clients reached", Refused::Login, ErrorCode::Connection, true),
+            ("ERR max number of clients reached", Refused::Other, ErrorCode::Connection, true),
+            ("NOAUTH Authentication required.", Refused::Other, ErrorCode::Redis, false),
+            ("LOADING Redis is loading the dataset in memory", Refused::Other, ErrorCode::Redis, true),
+            ("BUSY Redis is busy running a script.", Refused::Increment, ErrorCode::Redis, true),
+            ("MASTERDOWN Link with MASTER is down", Refused::Other, ErrorCode::Redis, true),
+            ("TRYAGAIN Multiple keys request during rehashing", Refused::Other, ErrorCode::Redis, true),
+            ("ERR value is not an integer or out of range", Refused::Increment, ErrorCode::NotInteger, false),
+            ("ERR value is not an integer or out of range", Refused::Other, ErrorCode::Redis, false),
+            ("NOPERM this user has no permissions", Refused::Other, ErrorCode::Redis, false),
+        ];
+        for (text, command, code, retryable) in cases {
+            let err = from_server_reply(text, command);
+            assert_eq!((err.code, err.retryable), (code, retryable), "{text}");
+            assert!(err.message.starts_with(text), "{text}");
+        }
+        let overflow = from_server_reply("ERR increment or decrement would overflow", Refused::Increment);
+        assert_eq!(overflow.code, ErrorCode::NotInteger);
+        assert!(overflow.out_of_range);
+        assert!(overflow.message.contains("unchanged"));
+    }
 }

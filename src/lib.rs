@@ -24,7 +24,7 @@ use napi::{sys, Env, JsValue};
 use napi_derive::napi;
 
 use backend::memory::MemoryStore;
-use backend::redis::{RedisBackend, Request};
+use backend::redis::RedisBackend;
 use backend::Op;
 use bridge::{Outbox, Reply};
 use error::{ErrorCode, StoreError};
@@ -80,29 +80,37 @@ fn with_adapter<R>(handle: u32, f: impl FnOnce(&Adapter) -> R) -> Option<R> {
     ADAPTERS.with_borrow(|adapters| adapters.get(handle as usize)?.as_ref().map(f))
 }
 
-fn outbox(wake: Function<(), Unknown<'static>>) -> napi::Result<Arc<Outbox>> {
+fn outbox(wake: Function<(), Unknown<'static>>, backlog_limit: f64) -> napi::Result<Arc<Outbox>> {
     let wake = wake
         .build_threadsafe_function()
         .weak::<true>()
         .callee_handled::<false>()
         .build()?;
-    Ok(Arc::new(Outbox::new(wake)))
+    Ok(Arc::new(Outbox::new(wake, backlog_limit as usize)))
 }
 
+/// The adapter's handle, or the error that kept it from starting, as `[code, message, ...]`
+/// (the shape of a failed call's reply), which JS throws with its own code.
 #[napi]
 pub fn create_redis(
     options: RedisOptions,
     key_prefix: String,
+    backlog_limit: f64,
     wake: Function<(), Unknown<'static>>,
-) -> napi::Result<u32> {
-    let outbox = outbox(wake)?;
-    let backend = RedisBackend::start(&options, outbox.clone())
-        .map_err(|e| napi::Error::from_reason(format!("{}: {}", e.code.as_str(), e.message)))?;
-    Ok(register(Adapter {
+) -> napi::Result<napi::Either<u32, Reply>> {
+    let outbox = outbox(wake, backlog_limit)?;
+    let backend = match RedisBackend::start(&options, outbox.clone()) {
+        Ok(backend) => backend,
+        Err(err) => {
+            outbox.release_wake();
+            return Ok(napi::Either::B(Reply::Error(err)));
+        }
+    };
+    Ok(napi::Either::A(register(Adapter {
         backend: Backend::Redis(backend),
         outbox,
         key_prefix,
-    }))
+    })))
 }
 
 /// `name`: a store shared by every adapter of that name in the process; none: a private one.
@@ -110,6 +118,7 @@ pub fn create_redis(
 pub fn create_memory(
     name: Option<String>,
     key_prefix: String,
+    backlog_limit: f64,
     wake: Function<(), Unknown<'static>>,
 ) -> napi::Result<u32> {
     static MEMORY_ADAPTERS: AtomicU64 = AtomicU64::new(1);
@@ -122,7 +131,7 @@ pub fn create_memory(
             store,
             id: MEMORY_ADAPTERS.fetch_add(1, Ordering::Relaxed),
         },
-        outbox: outbox(wake)?,
+        outbox: outbox(wake, backlog_limit)?,
         key_prefix,
     }))
 }
@@ -260,12 +269,7 @@ fn run(adapter: &Adapter, id: u32, op: Op, key: &str, payload: &str) -> Reply {
             Op::Unsubscribe => store.unsubscribe(*adapter_id, key),
         },
         Backend::Redis(redis) => redis
-            .submit(Request {
-                id,
-                op,
-                key: key.to_owned(),
-                payload: payload.to_owned(),
-            })
+            .submit(id, op, key, payload)
             .map_or_else(Reply::Error, |()| Reply::Pending),
     }
 }

@@ -18,6 +18,10 @@ pub struct RedisOptions {
     pub tls: Option<TlsOptions>,
     pub connect_timeout_ms: u32,
     pub command_timeout_ms: u32,
+    /// The server as errors name it: a URL without the password.
+    pub target: String,
+    /// No URL, host or port was given, so `target` is the default.
+    pub target_is_default: bool,
 }
 
 #[napi(object)]
@@ -30,6 +34,7 @@ pub struct TlsOptions {
     pub reject_unauthorized: Option<bool>,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
     pub command: Duration,

@@ -79,6 +79,9 @@ impl Data {
     }
 }
 
+const DROPPING: &str =
+    "messages published to this adapter are dropped until JS has taken half of them";
+
 struct Subscriber {
     adapter: u64,
     outbox: Weak<Outbox>,
@@ -197,6 +200,9 @@ impl MemoryStore {
         if let Some(subscribers) = channels.get_mut(channel) {
             // Pushed while the lock is held, so every subscriber sees publishes in one order.
             subscribers.retain(|s| match s.outbox.upgrade() {
+                // A subscriber whose JS has fallen this far behind misses messages, as a slow
+                // Redis subscriber is cut off by the server's own limit.
+                Some(outbox) if outbox.backlog_full(DROPPING) => true,
                 Some(outbox) => {
                     outbox.push_all([Event::Message {
                         channel: channel.to_string(),

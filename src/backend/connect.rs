@@ -1,0 +1,419 @@
+//! Making a connection: TCP or a unix socket, TLS, then AUTH and SELECT, each step named in
+//! the error when it fails; and the plain request/response exchange used for those first
+//! commands (and for discovery commands, which need no pipeline).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+
+use super::resp::{self, Frame, Parsed};
+use crate::error::{from_server_reply, Cause, ErrorCode, Refused, StoreError};
+use crate::options::{RedisOptions, TlsOptions};
+
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// The steps of making a connection, named in its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Tcp,
+    Tls,
+    Auth,
+    Select,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Tcp => "TCP connect",
+            Step::Tls => "TLS handshake",
+            Step::Auth => "AUTH",
+            Step::Select => "SELECT",
+        }
+    }
+}
+
+/// Where and how to connect, and what to say first.
+pub struct Connector {
+    target: Target,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `AUTH` and `SELECT`, sent before any command.
+    hello: Vec<u8>,
+    hello_steps: Vec<Step>,
+    /// The server as errors name it (never with the password), noting when it is the default.
+    describe: String,
+}
+
+enum Target {
+    Tcp(String, u16),
+    Unix(String),
+}
+
+impl Connector {
+    pub fn new(options: &RedisOptions) -> Result<Self, StoreError> {
+        let target = match &options.path {
+            Some(path) => Target::Unix(path.clone()),
+            None => Target::Tcp(options.host.clone(), options.port as u16),
+        };
+        let tls = match &options.tls {
+            Some(tls) if options.path.is_none() => {
+                let config = tls_config(tls)?;
+                let name = tls
+                    .servername
+                    .clone()
+                    .unwrap_or_else(|| options.host.clone());
+                let name = ServerName::try_from(name)
+                    .map_err(|e| invalid(format!("not a valid TLS server name: {e}")))?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+            _ => None,
+        };
+        let mut hello = Vec::new();
+        let mut hello_steps = Vec::new();
+        // A user name alone still logs in as that user: a `nopass` user takes any password.
+        match (&options.username, &options.password) {
+            (Some(user), password) => {
+                let password = password.as_deref().unwrap_or("");
+                resp::command(&mut hello, &[b"AUTH", user.as_bytes(), password.as_bytes()]);
+                hello_steps.push(Step::Auth);
+            }
+            (None, Some(password)) => {
+                resp::command(&mut hello, &[b"AUTH", password.as_bytes()]);
+                hello_steps.push(Step::Auth);
+            }
+            (None, None) => {}
+        }
+        if options.db != 0 {
+            let mut digits = itoa::Buffer::new();
+            resp::command(&mut hello, &[b"SELECT", digits.format(options.db).as_bytes()]);
+            hello_steps.push(Step::Select);
+        }
+        let describe = if options.target_is_default {
+            format!("{} (the default: no URL or host was given)", options.target)
+        } else {
+            options.target.clone()
+        };
+        Ok(Connector {
+            target,
+            tls,
+            hello,
+            hello_steps,
+            describe,
+        })
+    }
+
+    /// A connection that has authenticated and selected its database, within `limit`.
+    pub async fn connect_within(&self, limit: Duration) -> Result<Box<dyn Stream>, StoreError> {
+        let mut step = Step::Tcp;
+        let attempt = timeout(limit, self.connect(&mut step)).await;
+        attempt.unwrap_or_else(|_| {
+            let message = format!(
+                "{}: could not connect within connectTimeout ({} ms): the {} step did not finish",
+                self.describe,
+                limit.as_millis(),
+                step.name()
+            );
+            let (address, port) = self.address();
+            Err(StoreError {
+                cause: Some(Box::new(Cause {
+                    errno: "ETIMEDOUT",
+                    syscall: if step == Step::Tcp { "connect" } else { "read" },
+                    address,
+                    port,
+                    message: format!("{} timed out", step.name()),
+                })),
+                ..StoreError::new(ErrorCode::Connection, message)
+            })
+        })
+    }
+
+    async fn connect(&self, step: &mut Step) -> Result<Box<dyn Stream>, StoreError> {
+        *step = Step::Tcp;
+        let mut stream: Box<dyn Stream> = match &self.target {
+            Target::Tcp(host, port) => {
+                let tcp = self.tcp(host, *port).await?;
+                match &self.tls {
+                    Some((connector, name)) => {
+                        *step = Step::Tls;
+                        let tls = connector
+                            .connect(name.clone(), tcp)
+                            .await
+                            .map_err(|e| self.failed(Step::Tls, &e, "read"))?;
+                        Box::new(tls)
+                    }
+                    None => Box::new(tcp),
+                }
+            }
+            Target::Unix(path) => Box::new(
+                UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.failed(Step::Tcp, &e, "connect"))?,
+            ),
+        };
+        if let Some(&first) = self.hello_steps.first() {
+            *step = first;
+            let steps = &self.hello_steps;
+            exchange(&mut stream, &self.hello, steps.len(), |i, frame, bytes| {
+                *step = steps[i];
+                match frame {
+                    Frame::Error(text) => {
+                        let refused = if steps[i] == Step::Auth {
+                            Refused::Login
+                        } else {
+                            Refused::Other
+                        };
+                        let err = from_server_reply(&resp::text(bytes, &text), refused);
+                        Err(StoreError {
+                            message: format!("{}: {} refused: {}", self.describe, steps[i].name(), err.message),
+                            ..err
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .map_err(|err| match err {
+                Exchange::Io(e) => self.failed(*step, &e, "read"),
+                Exchange::Reply(err) => err,
+            })?;
+        }
+        Ok(stream)
+    }
+
+    /// Resolves the host and tries its addresses in turn, as the system lists them.
+    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, StoreError> {
+        let addresses = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+            let mut err = self.failed(Step::Tcp, &e, "getaddrinfo");
+            if let Some(cause) = err.cause.as_mut() {
+                cause.errno = "ENOTFOUND";
+            }
+            err
+        })?;
+        let mut last = None;
+        for address in addresses {
+            match TcpStream::connect(address).await {
+                Ok(tcp) => {
+                    tune(&tcp);
+                    return Ok(tcp);
+                }
+                Err(e) => {
+                    let mut err = self.failed(Step::Tcp, &e, "connect");
+                    if let Some(cause) = err.cause.as_mut() {
+                        cause.address = Some(address.ip().to_string());
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            StoreError::new(
+                ErrorCode::Connection,
+                format!("{}: {host} resolves to no address", self.describe),
+            )
+        }))
+    }
+
+    fn address(&self) -> (Option<String>, Option<u16>) {
+        match &self.target {
+            Target::Tcp(host, port) => (Some(host.clone()), Some(*port)),
+            Target::Unix(path) => (Some(path.clone()), None),
+        }
+    }
+
+    /// A step that failed with a system error.
+    fn failed(&self, step: Step, err: &io::Error, syscall: &'static str) -> StoreError {
+        let errno = errno_name(err);
+        let (address, port) = self.address();
+        let what = match errno {
+            Some(errno) => format!("{errno} ({err})"),
+            None => err.to_string(),
+        };
+        StoreError {
+            cause: errno.map(|errno| {
+                Box::new(Cause {
+                    errno,
+                    syscall,
+                    address,
+                    port,
+                    message: err.to_string(),
+                })
+            }),
+            ..StoreError::new(
+                ErrorCode::Connection,
+                format!("{}: {} failed: {what}", self.describe, step.name()),
+            )
+        }
+    }
+}
+
+/// How a plain exchange failed: the socket, or a reply the caller refused.
+pub enum Exchange {
+    Io(io::Error),
+    Reply(StoreError),
+}
+
+/// Writes `commands` and hands each of the `replies` they get to `take`, in order, with the
+/// bytes its ranges point into: one request and its answers, with no pipeline or reader task.
+pub async fn exchange(
+    stream: &mut Box<dyn Stream>,
+    commands: &[u8],
+    replies: usize,
+    mut take: impl FnMut(usize, Frame, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), Exchange> {
+    stream.write_all(commands).await.map_err(Exchange::Io)?;
+    let mut buf = Vec::with_capacity(256);
+    let mut taken = 0;
+    while taken < replies {
+        match resp::parse(&buf).map_err(Exchange::Reply)? {
+            Parsed::Frame(frame, used) => {
+                take(taken, frame, &buf).map_err(Exchange::Reply)?;
+                buf.drain(..used);
+                taken += 1;
+            }
+            Parsed::Incomplete(wanted) => {
+                resp::make_room(&mut buf, wanted);
+                if stream.read_buf(&mut buf).await.map_err(Exchange::Io)? == 0 {
+                    return Err(Exchange::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The errno name Node would give this error, where the kind tells it.
+fn errno_name(err: &io::Error) -> Option<&'static str> {
+    use io::ErrorKind::*;
+    Some(match err.kind() {
+        ConnectionRefused => "ECONNREFUSED",
+        ConnectionReset => "ECONNRESET",
+        ConnectionAborted => "ECONNABORTED",
+        NotConnected => "ENOTCONN",
+        BrokenPipe => "EPIPE",
+        // The peer closed the socket in the middle of a step.
+        UnexpectedEof => "ECONNRESET",
+        TimedOut => "ETIMEDOUT",
+        HostUnreachable => "EHOSTUNREACH",
+        NetworkUnreachable => "ENETUNREACH",
+        AddrNotAvailable => "EADDRNOTAVAIL",
+        NotFound => "ENOENT",
+        PermissionDenied => "EACCES",
+        _ => return None,
+    })
+}
+
+/// No Nagle delay on pipelined batches; keepalive probes find a peer that vanished without
+/// closing (a dropped NAT entry).
+fn tune(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive);
+}
+
+fn invalid(message: String) -> StoreError {
+    StoreError::new(ErrorCode::InvalidArgument, message)
+}
+
+fn tls_config(tls: &TlsOptions) -> Result<ClientConfig, StoreError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS setup failed: {e}")))?;
+    let builder = if tls.reject_unauthorized == Some(false) {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &tls.ca {
+            Some(ca) => {
+                for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    let cert = cert.map_err(|e| invalid(format!("tls.ca: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| invalid(format!("tls.ca: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(invalid("tls.ca holds no PEM certificate".into()));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("tls.cert: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| invalid(format!("tls.key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid(format!("tls.cert/tls.key: {e}")))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// `rejectUnauthorized: false`: the server's certificate is not checked against any root,
+/// but the handshake's signatures still are.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,544 @@
+//! One pipelined connection: the write half, an in-flight queue with a deadline per request,
+//! and a reader task that matches each reply to the oldest request and hands it on (a call's
+//! completion to the outbox, a confirmation to whoever waits for it) and, on a subscriber
+//! connection, hands Pub/Sub messages to the outbox. Everything in flight is settled exactly
+//! once, however the connection ends.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::command::{self, Outcome};
+use super::connect::Stream;
+use super::resp::{self, Frame};
+use super::Request;
+use crate::bridge::{Event, Outbox, Reply};
+use crate::error::{from_server_reply, ErrorCode, Refused, StoreError};
+
+// A panic while holding a lock leaves a plain value behind: still consistent.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a connection carries, which decides what its reader does with a frame no request
+/// waits for and with a request that times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Calls. A timed-out call fails alone; the connection takes no more writes and is read
+    /// until every other call has its reply or its own deadline.
+    Commands,
+    /// Pub/Sub. Messages go to the outbox; a request that times out ends the connection,
+    /// since a subscription confirmed later would be one nobody tracks.
+    Subscriber,
+}
+
+/// Where a connection's reader hands what it reads.
+#[derive(Clone)]
+pub struct Sink {
+    pub outbox: Arc<Outbox>,
+    /// Calls the server refused for now (LOADING, BUSY, ...): the router retries them.
+    pub refused: Option<UnboundedSender<(Request, StoreError)>>,
+}
+
+/// What a request written to the connection waits for.
+enum Pending {
+    Call {
+        request: Request,
+        deadline: Instant,
+    },
+    /// A subscriber's command: SUBSCRIBE gets one confirmation per channel.
+    Confirm {
+        remaining: usize,
+        deadline: Instant,
+        done: oneshot::Sender<Confirmed>,
+    },
+    /// Timed out: its reply, when it comes, is read and dropped.
+    Abandoned,
+}
+
+/// A reply to a subscriber's command (`Err`: the server refused it), or no reply at all.
+pub type Confirmed = Result<Result<(), StoreError>, StoreError>;
+
+struct InFlight {
+    queue: VecDeque<Pending>,
+    /// How many entries at the front are `Abandoned` (deadlines pass in write order).
+    abandoned: usize,
+    /// Set once, by whoever finds the connection dead; that side settles everything queued.
+    closed: bool,
+    /// A call timed out: no more writes; the reader stays for the replies still owed.
+    retired: bool,
+    /// No more requests will come.
+    writer_gone: bool,
+}
+
+impl InFlight {
+    fn oldest_deadline(&self) -> Option<Instant> {
+        match self.queue.get(self.abandoned)? {
+            Pending::Call { deadline, .. } | Pending::Confirm { deadline, .. } => Some(*deadline),
+            Pending::Abandoned => None,
+        }
+    }
+}
+
+struct Shared {
+    in_flight: Mutex<InFlight>,
+    /// Rung when requests arrive on an idle connection, so the reader arms their deadline.
+    arrived: Notify,
+    /// Rung once when the reader has ended.
+    ended: Notify,
+    /// The reader stopped reading because JS has too many messages waiting.
+    paused: AtomicBool,
+    sink: Sink,
+    mode: Mode,
+}
+
+impl Shared {
+    /// Settles everything in flight with `err`; only the first call does anything.
+    fn close(&self, err: StoreError) {
+        let settled = {
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.closed {
+                return;
+            }
+            in_flight.closed = true;
+            in_flight.abandoned = 0;
+            std::mem::take(&mut in_flight.queue)
+        };
+        let mut completions = Vec::new();
+        for pending in settled {
+            match pending {
+                Pending::Call { request, .. } => completions.push(Event::Completion {
+                    id: request.id,
+                    reply: Reply::Error(err.clone()),
+                }),
+                Pending::Confirm { done, .. } => {
+                    let _ = done.send(Err(err.clone()));
+                }
+                Pending::Abandoned => {}
+            }
+        }
+        self.sink.outbox.push_all(completions);
+        self.ended.notify_one();
+    }
+
+    /// Fails the requests whose deadline has passed, oldest first.
+    fn expire(&self, now: Instant, after: Duration) {
+        let mut expired = Vec::new();
+        {
+            let mut in_flight = lock(&self.in_flight);
+            let in_flight = &mut *in_flight;
+            while let Some(pending) = in_flight.queue.get_mut(in_flight.abandoned) {
+                match pending {
+                    Pending::Call { deadline, .. } | Pending::Confirm { deadline, .. }
+                        if *deadline <= now => {}
+                    _ => break,
+                }
+                expired.push(std::mem::replace(pending, Pending::Abandoned));
+                in_flight.abandoned += 1;
+            }
+            in_flight.retired = true;
+        }
+        let err = StoreError::timeout(after.as_millis() as u64);
+        self.sink
+            .outbox
+            .push_all(expired.into_iter().filter_map(|pending| match pending {
+                Pending::Call { request, .. } => Some(Event::Completion {
+                    id: request.id,
+                    reply: Reply::Error(err.clone()),
+                }),
+                Pending::Confirm { done, .. } => {
+                    let _ = done.send(Err(err.clone()));
+                    None
+                }
+                Pending::Abandoned => None,
+            }));
+    }
+}
+
+const NOT_READING: &str = "the Pub/Sub connection is not read until JS has taken half of them \
+     (meanwhile the server holds them, within its client-output-buffer-limit for pubsub clients)";
+
+/// A request the connection did not take because it had closed just before.
+pub struct Unsent;
+
+pub struct Connection {
+    writer: WriteHalf<Box<dyn Stream>>,
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+    encoded: Vec<u8>,
+    write_failed: bool,
+    command_timeout: Duration,
+}
+
+impl Connection {
+    pub fn open(stream: Box<dyn Stream>, mode: Mode, sink: Sink, command_timeout: Duration) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        let shared = Arc::new(Shared {
+            in_flight: Mutex::new(InFlight {
+                queue: VecDeque::new(),
+                abandoned: 0,
+                closed: false,
+                retired: false,
+                writer_gone: false,
+            }),
+            arrived: Notify::new(),
+            ended: Notify::new(),
+            paused: AtomicBool::new(false),
+            sink,
+            mode,
+        });
+        let reader = tokio::spawn(read(reader, shared.clone(), command_timeout));
+        Connection {
+            writer,
+            shared,
+            reader,
+            encoded: Vec::new(),
+            write_failed: false,
+            command_timeout,
+        }
+    }
+
+    /// Still taking writes.
+    pub fn is_usable(&self) -> bool {
+        let in_flight = lock(&self.shared.in_flight);
+        !self.write_failed && !in_flight.closed && !in_flight.retired
+    }
+
+    /// Not reading for now, because JS has too many messages waiting.
+    pub fn is_paused(&self) -> bool {
+        self.shared.paused.load(Ordering::Acquire)
+    }
+
+    /// Completes when the connection's reader has ended.
+    pub fn ended(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let shared = self.shared.clone();
+        async move { shared.ended.notified().await }
+    }
+
+    /// Enqueues entries made by `pending` for what is encoded, then writes it. The clock of
+    /// each starts now.
+    async fn write(
+        &mut self,
+        pending: impl FnOnce(Instant) -> Vec<Pending>,
+    ) -> Result<(), Unsent> {
+        let deadline = Instant::now() + self.command_timeout;
+        {
+            let mut in_flight = lock(&self.shared.in_flight);
+            if in_flight.closed || in_flight.retired {
+                return Err(Unsent);
+            }
+            let was_idle = in_flight.oldest_deadline().is_none();
+            in_flight.queue.extend(pending(deadline));
+            if was_idle {
+                self.shared.arrived.notify_one();
+            }
+        }
+        match timeout(self.command_timeout, self.writer.write_all(&self.encoded)).await {
+            Ok(Ok(())) => {}
+            // The server may have answered before it closed (a refusal of a value past its
+            // limit, say): the reader reports what came back and fails the rest when it ends.
+            Ok(Err(_)) => self.write_failed = true,
+            // A server that stops reading may be gone without a FIN: replace the connection.
+            Err(_) => self
+                .shared
+                .close(StoreError::timeout(self.command_timeout.as_millis() as u64)),
+        }
+        let written = self.encoded.len();
+        resp::consume(&mut self.encoded, written);
+        Ok(())
+    }
+
+    /// Writes the calls as one pipeline, taking them out of `requests`; their replies, or
+    /// their failures, come through the reader. On `Unsent` they stay where they were.
+    pub async fn send_calls(&mut self, requests: &mut Vec<Request>) -> Result<(), Unsent> {
+        self.encoded.clear();
+        for request in requests.iter() {
+            command::encode(&mut self.encoded, &request.op, &request.key, &request.payload);
+        }
+        let calls = requests;
+        self.write(|deadline| {
+            calls
+                .drain(..)
+                .map(|mut request| {
+                    request.first_written.get_or_insert(Instant::now());
+                    Pending::Call { request, deadline }
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Sends one command of the subscriber's and waits for its `confirmations`.
+    pub async fn request(&mut self, args: &[&[u8]], confirmations: usize) -> Confirmed {
+        self.encoded.clear();
+        resp::command(&mut self.encoded, args);
+        let (done, confirmed) = oneshot::channel();
+        let queued = self
+            .write(|deadline| {
+                vec![Pending::Confirm {
+                    remaining: confirmations,
+                    deadline,
+                    done,
+                }]
+            })
+            .await;
+        if queued.is_err() {
+            return Err(closed());
+        }
+        confirmed.await.unwrap_or_else(|_| Err(closed()))
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::new(ErrorCode::Connection, "the connection closed")
+}
+
+/// A connection let go: a command connection's reader still delivers the replies owed (or
+/// fails them when they time out), then closes the socket; a subscriber's stops at once, so
+/// no message comes through a connection the subscriber no longer counts.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        lock(&self.shared.in_flight).writer_gone = true;
+        self.shared.arrived.notify_one();
+        if self.shared.mode == Mode::Subscriber {
+            self.reader.abort();
+        }
+    }
+}
+
+/// What a frame on a subscriber connection is.
+enum Push {
+    Message(Event),
+    /// SUBSCRIBE's, UNSUBSCRIBE's or PING's answer.
+    Confirmation,
+    Other,
+}
+
+fn push_kind(frame: &Frame, bytes: &[u8]) -> Push {
+    match frame {
+        Frame::Array(items) => match items.as_slice() {
+            [Frame::Bulk(kind), Frame::Bulk(channel), Frame::Bulk(payload)]
+                if &bytes[kind.clone()] == b"message" =>
+            {
+                Push::Message(Event::Message {
+                    channel: resp::text(bytes, channel),
+                    payload: resp::text(bytes, payload),
+                })
+            }
+            [Frame::Bulk(kind), ..]
+                if matches!(
+                    &bytes[kind.clone()],
+                    b"subscribe" | b"unsubscribe" | b"pong"
+                ) =>
+            {
+                Push::Confirmation
+            }
+            _ => Push::Other,
+        },
+        // PING's answer on a connection that holds no subscription.
+        Frame::Status(_) => Push::Confirmation,
+        _ => Push::Other,
+    }
+}
+
+/// Reads replies in order and settles the oldest request with each.
+async fn read(mut reader: ReadHalf<Box<dyn Stream>>, shared: Arc<Shared>, command_timeout: Duration) {
+    // However this task ends (a panic or an abort included), nothing it owes is left waiting.
+    let _settles = CloseOnExit(shared.clone());
+    let outbox = shared.sink.outbox.clone();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut events = Vec::new();
+    let mut refused = Vec::new();
+    let mut wanted = 0;
+    let timer = sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed_for = None;
+    let failure = loop {
+        let oldest = {
+            let in_flight = lock(&shared.in_flight);
+            let oldest = in_flight.oldest_deadline();
+            let done = in_flight.writer_gone || in_flight.retired;
+            if in_flight.closed || (oldest.is_none() && done && shared.mode == Mode::Commands) {
+                return;
+            }
+            oldest
+        };
+        if let Some(deadline) = oldest {
+            if armed_for != Some(deadline) {
+                timer.as_mut().reset(deadline);
+                armed_for = Some(deadline);
+            }
+        }
+        // Too many messages wait for JS: stop reading, so the server holds them and applies
+        // its own limit for slow subscribers, until JS has taken most of them.
+        let paused = shared.mode == Mode::Subscriber && outbox.backlog_full(NOT_READING);
+        shared.paused.store(paused, Ordering::Release);
+        resp::make_room(&mut buf, wanted);
+        tokio::select! {
+            // Replies already read win over a deadline passed meanwhile.
+            biased;
+            read = reader.read_buf(&mut buf), if !paused => match read {
+                Ok(0) => break StoreError::new(ErrorCode::Connection, "the server closed the connection"),
+                Ok(_) => {}
+                Err(err) => break StoreError::new(ErrorCode::Connection, format!("connection lost: {err}")),
+            },
+            _ = &mut timer, if oldest.is_some() => {
+                if shared.mode == Mode::Subscriber {
+                    break StoreError::timeout(command_timeout.as_millis() as u64);
+                }
+                shared.expire(Instant::now(), command_timeout);
+                continue;
+            }
+            _ = shared.arrived.notified(), if oldest.is_none() => continue,
+            _ = outbox.backlog_taken(), if paused => continue,
+        }
+        let parsed = {
+            let mut in_flight = lock(&shared.in_flight);
+            resp::parse_each(&buf, |frame, bytes| {
+                take(&mut in_flight, shared.mode, frame, bytes, &mut events, &mut refused)
+            })
+        };
+        if !events.is_empty() {
+            outbox.push_all(events.drain(..));
+        }
+        if !refused.is_empty() {
+            hand_back(&shared.sink, refused.drain(..));
+        }
+        let (used, needed) = match parsed {
+            Ok(progress) => progress,
+            Err(err) => break err,
+        };
+        wanted = needed;
+        resp::consume(&mut buf, used);
+    };
+    if failure.code == ErrorCode::Connection && failure.retryable {
+        // The server refused the connection itself: nothing after that refusal ran.
+        let unrun: Vec<Request> = {
+            let mut in_flight = lock(&shared.in_flight);
+            let queue = std::mem::take(&mut in_flight.queue);
+            in_flight.abandoned = 0;
+            queue
+                .into_iter()
+                .filter_map(|pending| match pending {
+                    Pending::Call { request, .. } => Some(request),
+                    _ => None,
+                })
+                .collect()
+        };
+        hand_back(&shared.sink, unrun.into_iter().map(|r| (r, failure.clone())));
+    }
+    shared.close(failure);
+}
+
+/// Settles the oldest request with `frame`, or hands a message on.
+fn take(
+    in_flight: &mut InFlight,
+    mode: Mode,
+    frame: Frame,
+    bytes: &[u8],
+    events: &mut Vec<Event>,
+    refused: &mut Vec<(Request, StoreError)>,
+) -> Result<(), StoreError> {
+    let push = match mode {
+        Mode::Subscriber => push_kind(&frame, bytes),
+        Mode::Commands => Push::Other,
+    };
+    if let Push::Message(message) = push {
+        events.push(message);
+        return Ok(());
+    }
+    match in_flight.queue.front_mut() {
+        None if mode == Mode::Subscriber => Ok(()),
+        None => Err(resp::protocol_error("a reply to no command")),
+        Some(Pending::Abandoned) => {
+            in_flight.queue.pop_front();
+            in_flight.abandoned -= 1;
+            Ok(())
+        }
+        Some(Pending::Call { .. }) => {
+            let Some(Pending::Call { request, .. }) = in_flight.queue.pop_front() else {
+                return Ok(());
+            };
+            match command::outcome(&request.op, frame, bytes) {
+                Outcome::Settled(reply) => {
+                    events.push(Event::Completion {
+                        id: request.id,
+                        reply,
+                    });
+                    Ok(())
+                }
+                // Refused with the whole connection: the rest go back with it as it ends.
+                Outcome::Refused(err) if err.code == ErrorCode::Connection => {
+                    refused.push((request, err.clone()));
+                    Err(err)
+                }
+                Outcome::Refused(err) => {
+                    refused.push((request, err));
+                    Ok(())
+                }
+                // Out of step with the commands: no later reply can be trusted.
+                Outcome::Mismatch => {
+                    let err = resp::protocol_error("a reply that does not fit its command");
+                    events.push(Event::Completion {
+                        id: request.id,
+                        reply: Reply::Error(err.clone()),
+                    });
+                    Err(err)
+                }
+            }
+        }
+        Some(Pending::Confirm { remaining, .. }) => {
+            let outcome = match (&frame, push) {
+                (Frame::Error(text), _) => {
+                    Err(from_server_reply(&resp::text(bytes, text), Refused::Other))
+                }
+                (_, Push::Confirmation) => Ok(()),
+                // A push of a kind these connections do not ask for.
+                _ => return Ok(()),
+            };
+            *remaining = remaining.saturating_sub(1);
+            if outcome.is_err() || *remaining == 0 {
+                if let Some(Pending::Confirm { done, .. }) = in_flight.queue.pop_front() {
+                    let _ = done.send(Ok(outcome));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Refused calls go back to the router to be retried; with none, they fail as refused.
+fn hand_back(sink: &Sink, refused: impl Iterator<Item = (Request, StoreError)>) {
+    let mut failed = Vec::new();
+    for (request, err) in refused {
+        let unsent = match &sink.refused {
+            Some(router) => router.send((request, err)).err().map(|e| e.0),
+            None => Some((request, err)),
+        };
+        if let Some((request, err)) = unsent {
+            failed.push(Event::Completion {
+                id: request.id,
+                reply: Reply::Error(err),
+            });
+        }
+    }
+    sink.outbox.push_all(failed);
+}
+
+struct CloseOnExit(Arc<Shared>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close(StoreError::new(
+            ErrorCode::Connection,
+            "the connection's reader stopped",
+        ));
+    }
+}

@@ -1,0 +1,149 @@
+//! A link to one server: its connection, made on demand and made again after it breaks, with
+//! capped backoff between attempts. An attempt runs as its own task, so whoever owns the
+//! link keeps serving (and failing calls at their deadlines) while it connects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+use super::connect::{Connector, Stream};
+use super::connection::{Connection, Mode, Sink};
+use crate::error::{ErrorCode, StoreError};
+use crate::options::Timeouts;
+
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_millis(500);
+
+/// The delay before the `failures + 1`th attempt: 50 ms doubling to 500 ms.
+pub fn backoff(failures: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << failures.min(10))
+        .min(MAX_RETRY)
+}
+
+pub struct Link {
+    connector: Arc<Connector>,
+    pub timeouts: Timeouts,
+    mode: Mode,
+    sink: Sink,
+    live: Option<Connection>,
+    attempt: Option<JoinHandle<Result<Box<dyn Stream>, StoreError>>>,
+    failures: u32,
+    next_attempt: Instant,
+    last_error: Option<StoreError>,
+}
+
+impl Link {
+    pub fn new(connector: Arc<Connector>, timeouts: Timeouts, mode: Mode, sink: Sink) -> Self {
+        Link {
+            connector,
+            timeouts,
+            mode,
+            sink,
+            live: None,
+            attempt: None,
+            failures: 0,
+            next_attempt: Instant::now(),
+            last_error: None,
+        }
+    }
+
+    /// The connection, whether or not it still takes writes.
+    pub fn connection(&mut self) -> Option<&mut Connection> {
+        self.live.as_mut()
+    }
+
+    /// The connection, if it takes writes.
+    pub fn usable(&mut self) -> Option<&mut Connection> {
+        self.live.as_mut().filter(|live| live.is_usable())
+    }
+
+    /// Lets the connection go (see `Connection`'s drop for what happens to its reader).
+    pub fn discard(&mut self) {
+        self.live = None;
+    }
+
+    pub fn connecting(&self) -> bool {
+        self.attempt.is_some()
+    }
+
+    /// Starts an attempt, at the time the backoff allows, unless one is under way.
+    pub fn start_attempt(&mut self) {
+        if self.attempt.is_some() {
+            return;
+        }
+        let connector = self.connector.clone();
+        let (at, limit) = (self.next_attempt, self.timeouts.connect);
+        self.attempt = Some(tokio::spawn(async move {
+            sleep_until(at).await;
+            connector.connect_within(limit).await
+        }));
+    }
+
+    /// Waits for the attempt under way (cancel-safe: it goes on if this is dropped) and keeps
+    /// its connection.
+    pub async fn attempt_done(&mut self) -> Result<(), StoreError> {
+        let Some(attempt) = self.attempt.as_mut() else {
+            return Err(self.not_connected());
+        };
+        let outcome = attempt.await.unwrap_or_else(|e| {
+            Err(StoreError::new(
+                ErrorCode::Connection,
+                format!("the connection attempt stopped: {e}"),
+            ))
+        });
+        self.attempt = None;
+        match outcome {
+            Ok(stream) => {
+                let command = self.timeouts.command;
+                self.live = Some(Connection::open(stream, self.mode, self.sink.clone(), command));
+                Ok(())
+            }
+            Err(err) => {
+                self.failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// The server is serving: the next failure is retried quickly again.
+    pub fn healthy(&mut self) {
+        self.failures = 0;
+        self.last_error = None;
+    }
+
+    /// An attempt, or what followed it, failed: the next waits longer.
+    pub fn failed(&mut self, err: &StoreError) {
+        self.next_attempt = Instant::now() + backoff(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(err.clone());
+    }
+
+    /// Why a call that waited its `connectTimeout` got no connection.
+    pub fn not_connected(&self) -> StoreError {
+        let waited = self.timeouts.connect.as_millis();
+        match &self.last_error {
+            Some(last) => StoreError {
+                message: format!(
+                    "no connection within connectTimeout ({waited} ms); the last attempt failed: {}",
+                    last.message
+                ),
+                ..last.clone()
+            },
+            None => StoreError::new(
+                ErrorCode::Connection,
+                format!("no connection within connectTimeout ({waited} ms)"),
+            ),
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.attempt.take() {
+            attempt.abort();
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The command router: takes calls off the adapter's queue, writes whatever has queued as one
+//! pipeline on the link's connection, fails calls that waited their `connectTimeout` for a
+//! connection, and retries calls the server refused for now (LOADING, BUSY, MASTERDOWN,
+//! TRYAGAIN, a full server) within their deadline. Standalone today; this is where Sentinel
+//! and Cluster will choose a link per call.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{sleep_until, Instant};
+
+use super::link::{backoff, Link};
+use super::Request;
+use crate::bridge::{Event, Outbox, Reply};
+use crate::error::StoreError;
+
+/// Commands taken off the queue into one pipeline at most.
+const MAX_BATCH: usize = 1024;
+const SPIN: Duration = Duration::from_micros(200);
+
+pub async fn serve(
+    mut link: Link,
+    mut queue: UnboundedReceiver<Request>,
+    mut refused: UnboundedReceiver<(Request, StoreError)>,
+    outbox: std::sync::Arc<Outbox>,
+) {
+    // Connect at once, so the first calls find the connection ready or being made.
+    link.start_attempt();
+    let mut waiting: Vec<Request> = Vec::new();
+    let mut delayed: Vec<(Instant, Request)> = Vec::new();
+    let mut pipelining = false;
+    loop {
+        // Under pipelined load, poll a little before parking: JS answers a batch with the
+        // next within microseconds, and waking a parked thread costs a syscall and a context
+        // switch each time. One call at a time does not pay for the spinning.
+        if pipelining {
+            let spin_until = std::time::Instant::now() + SPIN;
+            while queue.is_empty() && std::time::Instant::now() < spin_until {
+                tokio::task::yield_now().await;
+            }
+        }
+        let connected = link.usable().is_some();
+        let give_up_at = (!connected)
+            .then(|| waiting.iter().map(|r| r.wait_until).min())
+            .flatten();
+        let retry_at = delayed.iter().map(|(at, _)| *at).min();
+        tokio::select! {
+            biased;
+            outcome = link.attempt_done(), if link.connecting() => match outcome {
+                Ok(()) => link.healthy(),
+                // Each call rides at most one failed attempt: those waiting fail with it.
+                Err(err) => fail(&outbox, waiting.drain(..), &err),
+            },
+            Some((request, err)) = refused.recv() => {
+                retry_later(request, err, link.timeouts.command, &mut delayed, &outbox)
+            }
+            count = queue.recv_many(&mut waiting, MAX_BATCH) => if count == 0 { break },
+            _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                let now = Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) = delayed.drain(..).partition(|(at, _)| *at <= now);
+                delayed = later;
+                waiting.extend(due.into_iter().map(|(_, request)| request));
+            }
+            _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                let now = Instant::now();
+                let (expired, kept): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|r| r.wait_until <= now);
+                waiting = kept;
+                fail(&outbox, expired.into_iter(), &link.not_connected());
+            }
+        }
+        pipelining = waiting.len() > 1;
+        if waiting.is_empty() {
+            continue;
+        }
+        match link.usable() {
+            // A connection that closed just before leaves the calls waiting for the next.
+            Some(connection) => {
+                let _ = connection.send_calls(&mut waiting).await;
+            }
+            None => {
+                link.discard();
+                link.start_attempt();
+            }
+        }
+    }
+}
+
+/// A call the server refused for now goes again after a backoff, while that lands before its
+/// deadline (`commandTimeout` after it was first written); past it, it fails with the
+/// server's words and `retryable`.
+fn retry_later(
+    mut request: Request,
+    err: StoreError,
+    command_timeout: Duration,
+    delayed: &mut Vec<(Instant, Request)>,
+    outbox: &Outbox,
+) {
+    let now = Instant::now();
+    let deadline = request.first_written.unwrap_or(now) + command_timeout;
+    let at = now + backoff(request.refusals);
+    if at >= deadline {
+        outbox.complete(request.id, Reply::Error(err));
+        return;
+    }
+    request.refusals += 1;
+    request.wait_until = deadline;
+    delayed.push((at, request));
+}
+
+fn fail(outbox: &Outbox, requests: impl Iterator<Item = Request>, err: &StoreError) {
+    outbox.push_all(requests.map(|request| Event::Completion {
+        id: request.id,
+        reply: Reply::Error(err.clone()),
+    }));
+}

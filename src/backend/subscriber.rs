@@ -1,0 +1,241 @@
+//! The Pub/Sub side of one adapter. The set of channels it wants is the source of truth: each
+//! subscriber connection is built from it, and made again (with backoff) whenever it is lost
+//! or the server refuses it for now. A channel is given up only when the server refuses it
+//! for good (NOPERM); JS is then told to forget it too.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{timeout_at, Instant};
+
+use super::link::{backoff, Link};
+use super::{Op, Request};
+use crate::bridge::{Event, Outbox, Reply};
+use crate::error::{ErrorCode, StoreError};
+
+/// How often a subscriber connection is checked with a PING: the command timeout, within these.
+const MIN_PING_EVERY: Duration = Duration::from_secs(1);
+const MAX_PING_EVERY: Duration = Duration::from_secs(30);
+
+struct Subscriber {
+    link: Link,
+    outbox: Arc<Outbox>,
+    channels: HashSet<String>,
+    /// The loss was reported; failed attempts to come back say nothing more.
+    in_outage: bool,
+}
+
+pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Arc<Outbox>) {
+    // A connection that went silent without closing shows up as an unanswered PING.
+    let every = link.timeouts.command.clamp(MIN_PING_EVERY, MAX_PING_EVERY);
+    let mut health = tokio::time::interval(every);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut subscriber = Subscriber {
+        link,
+        outbox,
+        channels: HashSet::new(),
+        in_outage: false,
+    };
+    loop {
+        if subscriber
+            .link
+            .connection()
+            .is_some_and(|live| !live.is_usable())
+        {
+            subscriber.lost("the connection closed");
+        }
+        let ended = subscriber.link.connection().map(|live| live.ended());
+        let live = ended.is_some();
+        if !live && !subscriber.channels.is_empty() {
+            subscriber.link.start_attempt();
+        }
+        let ended = async move {
+            match ended {
+                Some(ended) => ended.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            request = queue.recv() => {
+                let Some(request) = request else { break };
+                let reply = match request.op {
+                    Op::Subscribe => subscriber.subscribe(&request).await,
+                    _ => subscriber.unsubscribe(&request.key).await,
+                };
+                subscriber.outbox.complete(request.id, reply.into());
+            }
+            _ = ended, if live => {}
+            outcome = subscriber.link.attempt_done(), if subscriber.link.connecting() => {
+                if outcome.is_ok() {
+                    let _ = subscriber.restore().await;
+                }
+            }
+            _ = health.tick(), if live => subscriber.check_health().await,
+        }
+    }
+}
+
+impl Subscriber {
+    async fn subscribe(&mut self, request: &Request) -> Result<Reply, StoreError> {
+        let channel = &request.key;
+        if self.channels.contains(channel) {
+            return Ok(Reply::Null);
+        }
+        let mut first_written = None;
+        let mut refusals = 0;
+        loop {
+            if self.link.usable().is_none() {
+                self.link.discard();
+                self.link.start_attempt();
+                match timeout_at(request.wait_until, self.link.attempt_done()).await {
+                    Err(_) => return Err(self.link.not_connected()),
+                    Ok(Err(err)) => return Err(err),
+                    Ok(Ok(())) => self.restore().await?,
+                }
+            }
+            let Some(live) = self.link.usable() else {
+                return Err(self.link.not_connected());
+            };
+            let written = *first_written.get_or_insert_with(Instant::now);
+            match live.request(&[b"SUBSCRIBE", channel.as_bytes()], 1).await {
+                Ok(Ok(())) => {
+                    self.channels.insert(channel.clone());
+                    return Ok(Reply::Null);
+                }
+                // Refused for now: again after a backoff, within the call's deadline.
+                Ok(Err(refusal)) if refusal.retryable => {
+                    let at = Instant::now() + backoff(refusals);
+                    if at >= written + self.link.timeouts.command {
+                        return Err(refusal);
+                    }
+                    refusals += 1;
+                    tokio::time::sleep_until(at).await;
+                }
+                // Refused for good (an ACL): the other channels stay as they are.
+                Ok(Err(refusal)) => return Err(refusal),
+                // No reply: the connection has ended, and the loop reconnects.
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> Result<Reply, StoreError> {
+        self.channels.remove(channel);
+        if let Some(live) = self.link.usable() {
+            // Confirmed before the call resolves, so the server shows it gone by then.
+            let confirmed = live.request(&[b"UNSUBSCRIBE", channel.as_bytes()], 1).await;
+            // Nothing left to listen to: close the connection. No reply: close it too, which
+            // drops any subscription the server still has on it, and get the others back.
+            if self.channels.is_empty() {
+                self.link.discard();
+            } else if confirmed.is_err() {
+                self.link.discard();
+                self.lost("UNSUBSCRIBE got no reply");
+            }
+        }
+        Ok(Reply::Null)
+    }
+
+    /// Any reply proves the connection alive, a refusal included (a server that is loading,
+    /// or a replica whose master is down, refuses PING and still delivers messages). No
+    /// check while the reader is paused: the silence is ours, not the server's.
+    async fn check_health(&mut self) {
+        let Some(live) = self.link.usable() else {
+            return;
+        };
+        if live.is_paused() {
+            return;
+        }
+        // No reply: the reader has ended the connection, and the loop reports it.
+        let _ = live.request(&[b"PING"], 1).await;
+    }
+
+    /// The connection is gone: report it once per outage, then reconnect with backoff.
+    fn lost(&mut self, why: &str) {
+        self.link.discard();
+        let err = StoreError::new(ErrorCode::Connection, why);
+        self.link.failed(&err);
+        if self.channels.is_empty() || self.in_outage {
+            return;
+        }
+        self.in_outage = true;
+        self.outbox.push_all([Event::Failure(StoreError::new(
+            ErrorCode::Connection,
+            format!(
+                "the Pub/Sub connection was lost ({why}); reconnecting and subscribing again to {} channel(s)",
+                self.channels.len()
+            ),
+        ))]);
+    }
+
+    /// Subscribes a new connection to every channel wanted, in one command. A refusal for now
+    /// (BUSY, LOADING, NOAUTH, ...) keeps them all and tries again later; a refusal for good
+    /// goes channel by channel, and only the refused ones are given up.
+    async fn restore(&mut self) -> Result<(), StoreError> {
+        let channels: Vec<String> = self.channels.iter().cloned().collect();
+        let Some(live) = self.link.usable() else {
+            return Err(self.link.not_connected());
+        };
+        if channels.is_empty() {
+            self.link.healthy();
+            return Ok(());
+        }
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(channels.iter().map(|c| c.as_bytes()));
+        let mut outcome = live.request(&args, channels.len()).await;
+        let mut given_up = Vec::new();
+        if matches!(&outcome, Ok(Err(refusal)) if refused_for_good(refusal)) {
+            outcome = Ok(Ok(()));
+            for channel in channels {
+                match live.request(&[b"SUBSCRIBE", channel.as_bytes()], 1).await {
+                    Ok(Err(refusal)) if refused_for_good(&refusal) => given_up.push((channel, refusal)),
+                    Ok(Ok(())) => {}
+                    other => {
+                        outcome = other;
+                        break;
+                    }
+                }
+            }
+        }
+        for (channel, refusal) in given_up {
+            self.forget(&channel, refusal);
+        }
+        let err = match outcome {
+            Ok(Ok(())) => {
+                self.link.healthy();
+                self.in_outage = false;
+                return Ok(());
+            }
+            Ok(Err(err)) | Err(err) => err,
+        };
+        self.link.discard();
+        self.link.failed(&err);
+        if !self.in_outage {
+            self.in_outage = true;
+            self.outbox.push_all([Event::Failure(StoreError {
+                message: format!(
+                    "the Pub/Sub connection could not subscribe again ({}); retrying",
+                    err.message
+                ),
+                ..err.clone()
+            })]);
+        }
+        Err(err)
+    }
+
+    /// The server will never take this channel: JS forgets it too, then hears why.
+    fn forget(&mut self, channel: &str, refusal: StoreError) {
+        self.channels.remove(channel);
+        self.outbox.push_all([Event::Failure(StoreError {
+            message: format!("no longer subscribed to {channel:?}: {}", refusal.message),
+            channel: Some(channel.to_owned()),
+            ..refusal
+        })]);
+    }
+}
+
+fn refused_for_good(refusal: &StoreError) -> bool {
+    refusal.message.starts_with("NOPERM")
+}
