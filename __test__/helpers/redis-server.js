@@ -31,7 +31,9 @@ class RedisServer {
     return `redis://127.0.0.1:${this.port}`
   }
 
-  async start() {
+  /** `waitForLoad: false` returns once the server listens, while it may still load its data. */
+  async start({ waitForLoad = true } = {}) {
+    const ready = waitForLoad ? 'Ready to accept connections' : 'Server initialized'
     const child = spawn('redis-server', [
       '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--daemonize', 'no', '--loglevel', 'notice', ...this.args,
@@ -43,7 +45,7 @@ class RedisServer {
     await new Promise((resolve, reject) => {
       const onData = (chunk) => {
         log += chunk
-        if (log.includes('Ready to accept connections')) {
+        if (log.includes(ready)) {
           child.stdout.off('data', onData)
           resolve()
         }

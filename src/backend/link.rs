@@ -30,6 +30,8 @@ pub struct Link {
     sink: Sink,
     live: Option<Connection>,
     attempt: Option<JoinHandle<Result<Box<dyn Stream>, StoreError>>>,
+    /// When the attempt under way gives up, if it has not connected by then.
+    attempt_ends: Instant,
     failures: u32,
     next_attempt: Instant,
     last_error: Option<StoreError>,
@@ -44,6 +46,7 @@ impl Link {
             sink,
             live: None,
             attempt: None,
+            attempt_ends: Instant::now(),
             failures: 0,
             next_attempt: Instant::now(),
             last_error: None,
@@ -69,13 +72,19 @@ impl Link {
         self.attempt.is_some()
     }
 
+    /// When the attempt under way will have connected or failed, if one is.
+    pub fn attempt_ends(&self) -> Option<Instant> {
+        self.attempt.as_ref().map(|_| self.attempt_ends)
+    }
+
     /// Starts an attempt, at the time the backoff allows, unless one is under way.
     pub fn start_attempt(&mut self) {
         if self.attempt.is_some() {
             return;
         }
         let connector = self.connector.clone();
-        let (at, limit) = (self.next_attempt, self.timeouts.connect);
+        let (at, limit) = (self.next_attempt.max(Instant::now()), self.timeouts.connect);
+        self.attempt_ends = at + limit;
         self.attempt = Some(tokio::spawn(async move {
             sleep_until(at).await;
             connector.connect_within(limit).await

@@ -23,6 +23,8 @@ use tokio::time::Instant;
 
 use napi_derive::napi;
 
+use crate::error::StoreError;
+
 /// The largest integer a JS number holds exactly: counters stop below it.
 pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
@@ -92,7 +94,9 @@ pub struct Request {
     /// Until when it may wait for a connection: `connectTimeout` after it was submitted, or,
     /// for a retry, the end of its retries.
     pub wait_until: Instant,
-    /// When it was first written, and how many times the server has said it did not run.
+    /// When it was first written, and how many times the server has said it did not run, the
+    /// last time in these words.
     pub first_written: Option<Instant>,
     pub refusals: u32,
+    pub refused: Option<StoreError>,
 }

@@ -73,6 +73,7 @@ impl RedisBackend {
             wait_until: Instant::now() + self.timeouts.connect,
             first_written: None,
             refusals: 0,
+            refused: None,
         };
         queue.send(request).map_err(|_| StoreError::closed())
     }

@@ -17,6 +17,8 @@ use crate::error::StoreError;
 /// Commands taken off the queue into one pipeline at most.
 const MAX_BATCH: usize = 1024;
 const SPIN: Duration = Duration::from_micros(200);
+/// Timers fire on millisecond ticks: deadlines this close fire together.
+const TIMER_TICK: Duration = Duration::from_millis(2);
 
 pub async fn serve(
     mut link: Link,
@@ -40,9 +42,12 @@ pub async fn serve(
             }
         }
         let connected = link.usable().is_some();
+        // Calls that wait as long as the attempt under way get its outcome, and the reason
+        // it gives when it fails.
         let give_up_at = (!connected)
             .then(|| waiting.iter().map(|r| r.wait_until).min())
-            .flatten();
+            .flatten()
+            .filter(|at| link.attempt_ends().is_none_or(|end| end > *at + TIMER_TICK));
         let retry_at = delayed.iter().map(|(at, _)| *at).min();
         tokio::select! {
             biased;
@@ -65,7 +70,12 @@ pub async fn serve(
                 let now = Instant::now();
                 let (expired, kept): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|r| r.wait_until <= now);
                 waiting = kept;
-                fail(&outbox, expired.into_iter(), &link.not_connected());
+                // A call the server refused for now fails with its words, others with the link's.
+                let not_connected = link.not_connected();
+                outbox.push_all(expired.into_iter().map(|request| Event::Completion {
+                    id: request.id,
+                    reply: Reply::Error(request.refused.unwrap_or_else(|| not_connected.clone())),
+                }));
             }
         }
         pipelining = waiting.len() > 1;
@@ -85,9 +95,9 @@ pub async fn serve(
     }
 }
 
-/// A call the server refused for now goes again after a backoff, while that lands before its
-/// deadline (`commandTimeout` after it was first written); past it, it fails with the
-/// server's words and `retryable`.
+/// A call the server refused for now goes again after a backoff, the last time at its deadline
+/// (`commandTimeout` after it was first written); refused then, it fails with the server's
+/// words and `retryable`.
 fn retry_later(
     mut request: Request,
     err: StoreError,
@@ -97,13 +107,14 @@ fn retry_later(
 ) {
     let now = Instant::now();
     let deadline = request.first_written.unwrap_or(now) + command_timeout;
-    let at = now + backoff(request.refusals);
-    if at >= deadline {
+    if now >= deadline {
         outbox.complete(request.id, Reply::Error(err));
         return;
     }
+    let at = (now + backoff(request.refusals)).min(deadline);
     request.refusals += 1;
-    request.wait_until = deadline;
+    request.refused = Some(err);
+    request.wait_until = deadline + Duration::from_millis(1);
     delayed.push((at, request));
 }
 

@@ -106,16 +106,22 @@ impl Subscriber {
                 }
                 // Refused for now: again after a backoff, within the call's deadline.
                 Ok(Err(refusal)) if refusal.retryable => {
-                    let at = Instant::now() + backoff(refusals);
-                    if at >= written + self.link.timeouts.command {
+                    let now = Instant::now();
+                    let deadline = written + self.link.timeouts.command;
+                    if now >= deadline {
                         return Err(refusal);
                     }
                     refusals += 1;
-                    tokio::time::sleep_until(at).await;
+                    tokio::time::sleep_until((now + backoff(refusals - 1)).min(deadline)).await;
                 }
                 // Refused for good (an ACL): the other channels stay as they are.
                 Ok(Err(refusal)) => return Err(refusal),
-                // No reply: the connection has ended, and the loop reconnects.
+                // The connection had closed (it holds no subscription now): again on a new
+                // one, while the call may still wait for it.
+                Err(err) if err.code == ErrorCode::Connection && Instant::now() < request.wait_until => {
+                    self.lost("the connection closed");
+                }
+                // No reply in time: the connection has ended, and the loop reconnects.
                 Err(err) => return Err(err),
             }
         }
