@@ -34,7 +34,10 @@ pub enum Reply {
 
 /// `details`: `{ retryable?, channel?, cause?: { code, syscall, address?, port?, message } }`,
 /// or nothing when the error has none of them.
-unsafe fn error_details(env: sys::napi_env, err: &StoreError) -> napi::Result<Option<sys::napi_value>> {
+unsafe fn error_details(
+    env: sys::napi_env,
+    err: &StoreError,
+) -> napi::Result<Option<sys::napi_value>> {
     if !err.retryable && err.cause.is_none() && err.channel.is_none() {
         return Ok(None);
     }
@@ -77,7 +80,10 @@ impl ToNapiValue for Reply {
                 } else {
                     "Error"
                 };
-                let array = Vec::<&str>::to_napi_value(env, vec![err.code.as_str(), &err.message, error_type])?;
+                let array = Vec::<&str>::to_napi_value(
+                    env,
+                    vec![err.code.as_str(), &err.message, error_type],
+                )?;
                 if let Some(details) = error_details(env, &err)? {
                     napi::check_status!(sys::napi_set_element(env, array, 3, details))?;
                 }

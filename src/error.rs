@@ -142,7 +142,9 @@ pub fn from_server_reply(text: &str, command: Refused) -> StoreError {
     match command {
         Refused::Login => StoreError::new(ErrorCode::Auth, text),
         Refused::Increment if detail.contains("would overflow") => StoreError {
-            message: format!("{text}: the value is unchanged, and is beyond Number.MAX_SAFE_INTEGER"),
+            message: format!(
+                "{text}: the value is unchanged, and is beyond Number.MAX_SAFE_INTEGER"
+            ),
             ..StoreError::out_of_safe_range()
         },
         Refused::Increment if code == "ERR" && detail.contains("not an integer") => {
@@ -159,24 +161,82 @@ mod tests {
     #[test]
     fn refusals_map_to_codes() {
         let cases = [
-            ("WRONGPASS invalid username-password pair", Refused::Login, ErrorCode::Auth, false),
-            ("ERR max number of clients reached", Refused::Login, ErrorCode::Connection, true),
-            ("ERR max number of clients reached", Refused::Other, ErrorCode::Connection, true),
-            ("NOAUTH Authentication required.", Refused::Other, ErrorCode::Redis, false),
-            ("LOADING Redis is loading the dataset in memory", Refused::Other, ErrorCode::Redis, true),
-            ("BUSY Redis is busy running a script.", Refused::Increment, ErrorCode::Redis, true),
-            ("MASTERDOWN Link with MASTER is down", Refused::Other, ErrorCode::Redis, true),
-            ("TRYAGAIN Multiple keys request during rehashing", Refused::Other, ErrorCode::Redis, true),
-            ("ERR value is not an integer or out of range", Refused::Increment, ErrorCode::NotInteger, false),
-            ("ERR value is not an integer or out of range", Refused::Other, ErrorCode::Redis, false),
-            ("NOPERM this user has no permissions", Refused::Other, ErrorCode::Redis, false),
+            (
+                "WRONGPASS invalid username-password pair",
+                Refused::Login,
+                ErrorCode::Auth,
+                false,
+            ),
+            (
+                "ERR max number of clients reached",
+                Refused::Login,
+                ErrorCode::Connection,
+                true,
+            ),
+            (
+                "ERR max number of clients reached",
+                Refused::Other,
+                ErrorCode::Connection,
+                true,
+            ),
+            (
+                "NOAUTH Authentication required.",
+                Refused::Other,
+                ErrorCode::Redis,
+                false,
+            ),
+            (
+                "LOADING Redis is loading the dataset in memory",
+                Refused::Other,
+                ErrorCode::Redis,
+                true,
+            ),
+            (
+                "BUSY Redis is busy running a script.",
+                Refused::Increment,
+                ErrorCode::Redis,
+                true,
+            ),
+            (
+                "MASTERDOWN Link with MASTER is down",
+                Refused::Other,
+                ErrorCode::Redis,
+                true,
+            ),
+            (
+                "TRYAGAIN Multiple keys request during rehashing",
+                Refused::Other,
+                ErrorCode::Redis,
+                true,
+            ),
+            (
+                "ERR value is not an integer or out of range",
+                Refused::Increment,
+                ErrorCode::NotInteger,
+                false,
+            ),
+            (
+                "ERR value is not an integer or out of range",
+                Refused::Other,
+                ErrorCode::Redis,
+                false,
+            ),
+            (
+                "NOPERM this user has no permissions",
+                Refused::Other,
+                ErrorCode::Redis,
+                false,
+            ),
         ];
         for (text, command, code, retryable) in cases {
             let err = from_server_reply(text, command);
             assert_eq!((err.code, err.retryable), (code, retryable), "{text}");
             assert!(err.message.starts_with(text), "{text}");
         }
-        let overflow = from_server_reply("ERR increment or decrement would overflow", Refused::Increment);
+        let overflow = from_server_reply(
+            "ERR increment or decrement would overflow",
+            Refused::Increment,
+        );
         assert_eq!(overflow.code, ErrorCode::NotInteger);
         assert!(overflow.out_of_range);
         assert!(overflow.message.contains("unchanged"));

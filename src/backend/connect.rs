@@ -95,7 +95,10 @@ impl Connector {
         }
         if options.db != 0 {
             let mut digits = itoa::Buffer::new();
-            resp::command(&mut hello, &[b"SELECT", digits.format(options.db).as_bytes()]);
+            resp::command(
+                &mut hello,
+                &[b"SELECT", digits.format(options.db).as_bytes()],
+            );
             hello_steps.push(Step::Select);
         }
         let describe = if options.target_is_default {
@@ -174,7 +177,12 @@ impl Connector {
                         };
                         let err = from_server_reply(&resp::text(bytes, &text), refused);
                         Err(StoreError {
-                            message: format!("{}: {} refused: {}", self.describe, steps[i].name(), err.message),
+                            message: format!(
+                                "{}: {} refused: {}",
+                                self.describe,
+                                steps[i].name(),
+                                err.message
+                            ),
                             ..err
                         })
                     }

@@ -178,7 +178,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn open(stream: Box<dyn Stream>, mode: Mode, sink: Sink, command_timeout: Duration) -> Self {
+    pub fn open(
+        stream: Box<dyn Stream>,
+        mode: Mode,
+        sink: Sink,
+        command_timeout: Duration,
+    ) -> Self {
         let (reader, writer) = tokio::io::split(stream);
         let shared = Arc::new(Shared {
             in_flight: Mutex::new(InFlight {
@@ -224,10 +229,7 @@ impl Connection {
 
     /// Enqueues entries made by `pending` for what is encoded, then writes it. The clock of
     /// each starts now.
-    async fn write(
-        &mut self,
-        pending: impl FnOnce(Instant) -> Vec<Pending>,
-    ) -> Result<(), Unsent> {
+    async fn write(&mut self, pending: impl FnOnce(Instant) -> Vec<Pending>) -> Result<(), Unsent> {
         let deadline = Instant::now() + self.command_timeout;
         {
             let mut in_flight = lock(&self.shared.in_flight);
@@ -260,7 +262,12 @@ impl Connection {
     pub async fn send_calls(&mut self, requests: &mut Vec<Request>) -> Result<(), Unsent> {
         self.encoded.clear();
         for request in requests.iter() {
-            command::encode(&mut self.encoded, &request.op, &request.key, &request.payload);
+            command::encode(
+                &mut self.encoded,
+                &request.op,
+                &request.key,
+                &request.payload,
+            );
         }
         let calls = requests;
         self.write(|deadline| {
@@ -349,7 +356,11 @@ fn push_kind(frame: &Frame, bytes: &[u8]) -> Push {
 }
 
 /// Reads replies in order and settles the oldest request with each.
-async fn read(mut reader: ReadHalf<Box<dyn Stream>>, shared: Arc<Shared>, command_timeout: Duration) {
+async fn read(
+    mut reader: ReadHalf<Box<dyn Stream>>,
+    shared: Arc<Shared>,
+    command_timeout: Duration,
+) {
     // However this task ends (a panic or an abort included), nothing it owes is left waiting.
     let _settles = CloseOnExit(shared.clone());
     let outbox = shared.sink.outbox.clone();
@@ -402,7 +413,14 @@ async fn read(mut reader: ReadHalf<Box<dyn Stream>>, shared: Arc<Shared>, comman
         let parsed = {
             let mut in_flight = lock(&shared.in_flight);
             resp::parse_each(&buf, |frame, bytes| {
-                take(&mut in_flight, shared.mode, frame, bytes, &mut events, &mut refused)
+                take(
+                    &mut in_flight,
+                    shared.mode,
+                    frame,
+                    bytes,
+                    &mut events,
+                    &mut refused,
+                )
             })
         };
         if !events.is_empty() {
@@ -432,7 +450,10 @@ async fn read(mut reader: ReadHalf<Box<dyn Stream>>, shared: Arc<Shared>, comman
                 })
                 .collect()
         };
-        hand_back(&shared.sink, unrun.into_iter().map(|r| (r, failure.clone())));
+        hand_back(
+            &shared.sink,
+            unrun.into_iter().map(|r| (r, failure.clone())),
+        );
     }
     shared.close(failure);
 }

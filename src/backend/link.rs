@@ -107,7 +107,12 @@ impl Link {
         match outcome {
             Ok(stream) => {
                 let command = self.timeouts.command;
-                self.live = Some(Connection::open(stream, self.mode, self.sink.clone(), command));
+                self.live = Some(Connection::open(
+                    stream,
+                    self.mode,
+                    self.sink.clone(),
+                    command,
+                ));
                 Ok(())
             }
             Err(err) => {

@@ -52,7 +52,11 @@ impl RedisBackend {
             refused_queue,
             outbox.clone(),
         ));
-        runtime.spawn(subscriber::serve(subscriber_link, subscription_queue, outbox));
+        runtime.spawn(subscriber::serve(
+            subscriber_link,
+            subscription_queue,
+            outbox,
+        ));
         Ok(RedisBackend {
             commands,
             subscriptions,

@@ -237,7 +237,12 @@ mod tests {
             ),
         ];
         for (input, expected) in table {
-            assert_eq!(&frame(input), expected, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                &frame(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

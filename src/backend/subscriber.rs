@@ -118,7 +118,9 @@ impl Subscriber {
                 Ok(Err(refusal)) => return Err(refusal),
                 // The connection had closed (it holds no subscription now): again on a new
                 // one, while the call may still wait for it.
-                Err(err) if err.code == ErrorCode::Connection && Instant::now() < request.wait_until => {
+                Err(err)
+                    if err.code == ErrorCode::Connection && Instant::now() < request.wait_until =>
+                {
                     self.lost("the connection closed");
                 }
                 // No reply in time: the connection has ended, and the loop reconnects.
@@ -196,7 +198,9 @@ impl Subscriber {
             outcome = Ok(Ok(()));
             for channel in channels {
                 match live.request(&[b"SUBSCRIBE", channel.as_bytes()], 1).await {
-                    Ok(Err(refusal)) if refused_for_good(&refusal) => given_up.push((channel, refusal)),
+                    Ok(Err(refusal)) if refused_for_good(&refusal) => {
+                        given_up.push((channel, refusal))
+                    }
                     Ok(Ok(())) => {}
                     other => {
                         outcome = other;
