@@ -5,6 +5,7 @@
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { once } = require('node:events')
+const { performance } = require('node:perf_hooks')
 const { backends } = require('./helpers/backends.js')
 const { waitUntil, collect } = require('./helpers/wait.js')
 const { hasCode: code } = require('./helpers/expect.js')
@@ -292,6 +293,29 @@ for (const backend of backends) {
         const messages = await all
         assert.ok(messages.every((m, i) => m.message === i), 'every message, in publish order')
         await store.unsubscribe('flood')
+      })
+
+      it('a long backlog leaves room for timers: one set in the first callback fires before the last message', async () => {
+        const count = 300
+        let delivered = 0
+        let deliveredWhenTimerFired = null
+        let allDelivered
+        const done = new Promise((resolve) => (allDelivered = resolve))
+        await store.subscribe('slow', () => {
+          delivered++
+          if (delivered === 1) setTimeout(() => (deliveredWhenTimerFired = delivered), 0)
+          // A callback that takes a millisecond, as real work does.
+          const until = performance.now() + 1
+          while (performance.now() < until);
+          if (delivered === count) allDelivered()
+        })
+        const publishes = []
+        for (let i = 0; i < count; i++) publishes.push(store.publish('slow', i))
+        await Promise.all(publishes)
+        await done
+        assert.notEqual(deliveredWhenTimerFired, null)
+        assert.ok(deliveredWhenTimerFired < count, `the timer fired after ${deliveredWhenTimerFired} of ${count} messages`)
+        await store.unsubscribe('slow')
       })
 
       it('reaches subscribers of another adapter', async () => {

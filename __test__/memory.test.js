@@ -6,7 +6,8 @@ const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const native = require('../binding.js')
 const { createMemoryStoreAdapter } = require('../index.js')
-const { waitUntil } = require('./helpers/wait.js')
+const { waitUntil, collect } = require('./helpers/wait.js')
+const { hasCode } = require('./helpers/expect.js')
 
 let names = 0
 const uniqueName = () => `memory-test-${process.pid}-${++names}`
@@ -35,6 +36,32 @@ describe('memory store', () => {
     assert.deepEqual(a.client, { backend: 'memory', name })
     assert.deepEqual(privateOne.client, { backend: 'memory', name: null })
     await Promise.all([a, b, other, privateOne, privateTwo].map((s) => s.close()))
+  })
+
+  it('messages past maxPubSubBacklog are dropped for that subscriber, reported once, and delivery resumes', async () => {
+    const errors = []
+    let reported
+    const report = new Promise((resolve) => (reported = resolve))
+    const store = createMemoryStoreAdapter({ maxPubSubBacklog: 10_000, onError: (err) => reported(errors.push(err)) })
+    const other = createMemoryStoreAdapter({ name: uniqueName() })
+    const got = []
+    await store.subscribe('c', (message) => got.push(message.i))
+    const payload = 'x'.repeat(1000)
+    // Published while JS cannot take any: about ten fit in 10,000 bytes.
+    for (let i = 0; i < 100; i++) store.publish('c', { i, payload })
+    // Reported in the same drain that delivers what fit, which takes the backlog to nothing.
+    await report
+    const next = collect(1)
+    await store.subscribe('next', next.callback)
+    await store.publish('next', 'after')
+    await next.all
+    assert.ok(got.length >= 9 && got.length <= 11, `${got.length} delivered`)
+    assert.deepEqual(got, [...Array(got.length).keys()], 'the first ones, in order')
+    assert.equal(errors.length, 1)
+    hasCode('ERR_STORE_CONNECTION')(errors[0])
+    assert.match(errors[0].message, /maxPubSubBacklog.*dropped/)
+    await store.close()
+    await other.close()
   })
 
   it('a named store keeps its data after every adapter of it closed', async () => {
