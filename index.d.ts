@@ -13,6 +13,15 @@ export type StoreErrorCode =
 /** Every error Kindling makes is an Error (TypeError, RangeError) with one of these codes. */
 export interface StoreError extends Error {
   code: StoreErrorCode
+  /**
+   * The server kept saying the command did not run and the condition will pass (LOADING, BUSY,
+   * MASTERDOWN, TRYAGAIN, maxclients) until the call's deadline: trying again later may succeed.
+   */
+  retryable?: true
+  /** On an error reported to `onError` when a subscription was given up: its channel. */
+  channel?: string
+  /** Under a failed connection: the system error, as Node reports socket errors. */
+  cause?: Error & { code: string; syscall: string; address?: string; port?: number }
 }
 
 export declare const errorCodes: {
@@ -85,6 +94,8 @@ export interface RedisStoreOptions {
   sentinel?: { sentinels: string[]; masterName: string }
   /** Errors that belong to no call: a callback that threw, a lost connection. Default: `process.emitWarning`. */
   onError?: (error: Error) => void
+  /** Bytes of Pub/Sub messages that may wait in native memory for JS; default 64 MiB. */
+  maxPubSubBacklog?: number
 }
 
 /** What `client` is when the adapter was not made from an ioredis instance. */
@@ -116,6 +127,8 @@ export interface MemoryStoreOptions {
   /** Adapters with the same name share one store in this process, across worker threads too. */
   name?: string
   onError?: (error: Error) => void
+  /** Bytes of Pub/Sub messages that may wait for JS; past it they are dropped for this adapter. Default 64 MiB. */
+  maxPubSubBacklog?: number
 }
 
 export declare function createMemoryStoreAdapter(options?: MemoryStoreOptions): StoreAdapter<MemoryStoreDescription>
