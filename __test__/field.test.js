@@ -384,3 +384,256 @@ describe('field: a subscriber that JS cannot keep up with', () => {
     await server.stop()
   })
 })
+
+describe('field: states that were already right', () => {
+  // Closes adapters and stops servers however the test ends, so a failure cannot keep the run alive.
+  const cleanup = (t, ...things) => t.after(async () => {
+    for (const thing of things) await (thing.stop ? thing.stop() : thing.close())
+  })
+
+  it('OOM under noeviction: writes refused with the server text, not retried; reads and deletes work; the key keeps its value; writes work once memory is freed', async (t) => {
+    const server = await startRedis('--maxmemory', '1mb', '--maxmemory-policy', 'noeviction')
+    const store = createRedisStoreAdapter({ url: server.url, commandTimeout: 1000 })
+    cleanup(t, store, server)
+    await store.set('fill:victim', 'old')
+    const filler = 'x'.repeat(8 * 1024)
+    const filled = []
+    let refusal
+    // Fill until the server refuses; 1 MB holds at most a few dozen of these.
+    for (let i = 0; i < 1000 && refusal === undefined; i++) {
+      try {
+        await store.set(`fill:${i}`, filler)
+        filled.push(`fill:${i}`)
+      } catch (err) {
+        refusal = err
+      }
+    }
+    assert.ok(refusal !== undefined, `${filled.length} values of 8 KB fitted under maxmemory 1mb`)
+    const isOom = (err) => {
+      hasCode('ERR_STORE_REDIS')(err)
+      assert.match(err.message, /^OOM/)
+      assert.notEqual(err.retryable, true)
+      return true
+    }
+    isOom(refusal)
+    assert.ok(filled.length > 0, 'nothing fitted')
+    // The same write to a key that has a value: refused at once (not retried to its
+    // deadline), and the value stays.
+    const begin = performance.now()
+    await assert.rejects(store.set('fill:victim', filler), isOom)
+    const waited = performance.now() - begin
+    assert.ok(waited < 1000, `the OOM refusal took ${waited.toFixed(0)} ms`)
+    assert.equal(await store.get('fill:victim'), 'old')
+    assert.equal(await store.get(filled[0]), filler)
+    assert.equal(await store.has(filled.at(-1)), true)
+    assert.equal(await server.cli('GET', 'fill:victim'), '"old"')
+    for (const key of filled) await store.delete(key)
+    assert.equal(await store.has(filled[0]), false)
+    await store.set('fill:victim', filler)
+    assert.equal(await store.get('fill:victim'), filler)
+    await store.set('fill:again', filler)
+    assert.equal(await store.get('fill:again'), filler)
+  })
+
+  it('READONLY on a replica: writes refused, reads see the master, Pub/Sub works; promoted, the same adapter writes', async (t) => {
+    const master = await startRedis()
+    cleanup(t, master)
+    const replica = await startRedis('--replicaof', '127.0.0.1', String(master.port))
+    cleanup(t, replica)
+    await waitUntil(async () => /^master_link_status:up/m.test(await replica.cli('INFO', 'replication')), { what: 'the replica linked' })
+    const onMaster = createRedisStoreAdapter(master.url)
+    cleanup(t, onMaster)
+    await onMaster.set('k', 'from master')
+    await waitUntil(async () => (await replica.cli('GET', 'k')) === '"from master"', { what: 'the key replicated' })
+    const errors = []
+    const store = createRedisStoreAdapter({ url: replica.url, commandTimeout: 1000, onError: (err) => errors.push(err) })
+    cleanup(t, store)
+    const got = collect(2)
+    await store.subscribe('ro', got.callback)
+    await assert.rejects(store.set('k', 'from replica'), (err) => {
+      hasCode('ERR_STORE_REDIS')(err)
+      assert.match(err.message, /^READONLY/)
+      assert.notEqual(err.retryable, true)
+      return true
+    })
+    await assert.rejects(store.increment('n'), /READONLY/)
+    assert.equal(await store.get('k'), 'from master')
+    assert.equal(await replica.numsub('ro'), '1')
+    await replica.cli('PUBLISH', 'ro', '"on the replica"')
+    await waitUntil(() => got.messages.length === 1, { what: 'the message on the replica' })
+    assert.equal(got.messages[0].message, 'on the replica')
+
+    await replica.cli('REPLICAOF', 'NO', 'ONE')
+    await store.set('k', 'promoted')
+    assert.equal(await store.get('k'), 'promoted')
+    assert.equal(await store.increment('n'), 1)
+    assert.equal(await replica.cli('GET', 'k'), '"promoted"')
+    assert.equal(await replica.numsub('ro'), '1')
+    await store.publish('ro', 'after promotion')
+    assert.equal((await got.all)[1].message, 'after promotion')
+    assert.deepEqual(errors, [])
+  })
+
+  it('CLIENT PAUSE WRITE: a write waits out a pause shorter than its deadline; one past its deadline times out no earlier, and the key holds the old or the new value', async (t) => {
+    const server = await startRedis()
+    const store = createRedisStoreAdapter({ url: server.url, commandTimeout: 2000 })
+    const short = createRedisStoreAdapter({ url: server.url, commandTimeout: 300 })
+    cleanup(t, store, short, server)
+    await store.set('k', 'old')
+    const pausedAt = performance.now()
+    await server.cli('CLIENT', 'PAUSE', '800', 'WRITE')
+    // Reads are not paused: a get issued during the pause resolves while the write waits.
+    const order = []
+    const read = store.get('k').then((value) => (order.push('get'), value))
+    const write = store.set('k', 'new').then(() => (order.push('set'), performance.now()))
+    // Issued after the write on the same adapter: it sees the write.
+    const readAfter = store.get('k')
+    assert.equal(await read, 'old')
+    const written = await write
+    assert.deepEqual(order, ['get', 'set'])
+    assert.ok(written - pausedAt >= 800 - CLOCK_SLACK_MS, `the write resolved ${(written - pausedAt).toFixed(0)} ms after the pause began`)
+    assert.equal(await readAfter, 'new')
+    assert.equal(await server.cli('GET', 'k'), '"new"')
+
+    await short.set('k', 'old')
+    await server.cli('CLIENT', 'PAUSE', '1500', 'WRITE')
+    const issued = performance.now()
+    await assert.rejects(short.set('k', 'new'), hasCode('ERR_STORE_TIMEOUT'))
+    const waited = performance.now() - issued
+    assert.ok(waited >= 300 - CLOCK_SLACK_MS, `timed out ${waited.toFixed(0)} ms after it was issued`)
+    assert.ok(waited < 300 + 1000, `timed out ${waited.toFixed(0)} ms after it was issued`)
+    // redis-cli's own write waits for the end of the pause.
+    await server.cli('SET', 'probe', '1')
+    // It may have run: either value, never another.
+    assert.ok(['"old"', '"new"'].includes(await server.cli('GET', 'k')))
+    assert.ok(['old', 'new'].includes(await short.get('k')))
+    await short.set('k', 'after')
+    assert.equal(await short.get('k'), 'after')
+  })
+
+  it('an idle timeout closes the command connection: the next calls reconnect; the subscription keeps its connection and delivers', async (t) => {
+    const server = await startRedis('--timeout', '1')
+    const errors = []
+    const store = createRedisStoreAdapter({ url: server.url, onError: (err) => errors.push(err) })
+    cleanup(t, store, server)
+    const got = collect(1)
+    await store.subscribe('idle', got.callback)
+    await store.set('k', 'v')
+    // Connections other than redis-cli's own, as [id, is Pub/Sub].
+    const clients = async () => (await server.cli('CLIENT', 'LIST')).split('\n')
+      .filter((line) => !/ cmd=client\|list /.test(line))
+      .map((line) => [/^id=(\d+)/.exec(line)[1], / sub=[1-9]/.test(line)])
+    const before = await clients()
+    assert.equal(before.length, 2, JSON.stringify(before))
+    const pubsub = before.find(([, sub]) => sub)[0]
+    await waitUntil(async () => (await clients()).length === 1, { what: 'the idle command connection closed', timeoutMs: 5000 })
+    assert.deepEqual(await clients(), [[pubsub, true]])
+    assert.equal(await store.get('k'), 'v')
+    await store.set('k', 'w')
+    assert.equal(await store.get('k'), 'w')
+    assert.equal(await store.increment('n'), 1)
+    // The same Pub/Sub connection, still subscribed.
+    assert.ok((await clients()).some(([id]) => id === pubsub))
+    assert.equal(await server.numsub('idle'), '1')
+    await store.publish('idle', 'still here')
+    assert.equal((await got.all)[0].message, 'still here')
+    assert.deepEqual(errors, [])
+  })
+
+  it('SHUTDOWN during a burst of writes with AOF always: every call settles, and every write that resolved is there after the restart', async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kindling-aof-'))
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const server = await startRedis('--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir)
+    const commandTimeout = 2000
+    const connectTimeout = 1000
+    const store = createRedisStoreAdapter({ url: server.url, commandTimeout, connectTimeout, onError: () => {} })
+    cleanup(t, store, server)
+    await store.set('warm', 1)
+    const killer = await rawConnection(server.port)
+    t.after(() => killer.close())
+    const exited = once(server.process, 'exit')
+    const total = 2000
+    let resolved = 0
+    const outcomes = []
+    // Waves of writes, the SHUTDOWN sent as soon as 500 have resolved.
+    for (let i = 0; i < total; i += 100) {
+      for (let key = i; key < i + 100; key++) {
+        const issued = performance.now()
+        outcomes.push(store.set(`k:${key}`, key).then(
+          () => {
+            if (++resolved === 500) killer.send('SHUTDOWN')
+            return { key, issued, settled: performance.now() }
+          },
+          (err) => ({ key, issued, settled: performance.now(), err }),
+        ))
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    const settled = await Promise.all(outcomes)
+    await exited
+    const ok = settled.filter((o) => o.err === undefined)
+    const failed = settled.filter((o) => o.err !== undefined)
+    for (const { key, issued, settled: at, err } of settled) {
+      if (err !== undefined) assert.ok(['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(err.code), `k:${key}: ${err.code}: ${err.message}`)
+      const took = at - issued
+      assert.ok(took <= commandTimeout + connectTimeout + 500, `k:${key} settled after ${took.toFixed(0)} ms`)
+    }
+    assert.ok(ok.length >= 500 && failed.length > 0, `${ok.length} resolved, ${failed.length} failed: the SHUTDOWN did not land in the middle`)
+
+    await server.start()
+    // redis-cli prints a missing key as an empty line, and the output comes trimmed.
+    const printed = (await server.cli('MGET', ...settled.map((o) => `k:${o.key}`))).split('\n')
+    const values = settled.map((o) => printed[o.key] ?? '')
+    const missing = ok.filter((o) => values[o.key] !== String(o.key)).map((o) => `k:${o.key}=${JSON.stringify(values[o.key])}`)
+    assert.deepEqual(missing, [], `${missing.length} of ${ok.length} resolved writes missing after the restart`)
+    // A write that failed may have run or not; nothing else is there.
+    for (const { key } of failed) assert.ok(values[key] === '' || values[key] === String(key), `k:${key}=${values[key]}`)
+    assert.ok(values.filter((v) => v !== '').length < total, 'every write is there, though some failed')
+    // The same adapter serves the restarted server.
+    assert.equal(await store.get('k:0'), 0)
+  })
+
+  it('an ACL user with a password: own keys and channels, NOPERM elsewhere, a wrong password is ERR_STORE_AUTH, and a changed password fails the old adapter at once', async (t) => {
+    const server = await startRedis()
+    cleanup(t, server)
+    await server.cli('ACL', 'SETUSER', 'bob', 'on', '>pw', '~bob:*', '&bob:*', '+@all')
+    const errors = []
+    const connectTimeout = 1000
+    const store = createRedisStoreAdapter({ url: `redis://bob:pw@127.0.0.1:${server.port}`, connectTimeout, onError: (err) => errors.push(err) })
+    cleanup(t, store)
+    await store.set('bob:x', 1)
+    assert.equal(await store.get('bob:x'), 1)
+    assert.equal(await store.increment('bob:n'), 1)
+    const noperm = (err) => {
+      hasCode('ERR_STORE_REDIS')(err)
+      assert.match(err.message, /^NOPERM/)
+      return true
+    }
+    await assert.rejects(store.set('alice:x', 1), noperm)
+    await assert.rejects(store.get('alice:x'), noperm)
+    assert.equal(await server.cli('EXISTS', 'alice:x'), '0')
+    const got = collect(1)
+    await store.subscribe('bob:ch', got.callback)
+    await store.publish('bob:ch', 'hi')
+    assert.equal((await got.all)[0].message, 'hi')
+    await assert.rejects(store.subscribe('alice:ch', () => {}), noperm)
+
+    const wrong = createRedisStoreAdapter({ url: `redis://bob:nope@127.0.0.1:${server.port}`, connectTimeout, onError: () => {} })
+    cleanup(t, wrong)
+    await assert.rejects(wrong.get('bob:x'), hasCode('ERR_STORE_AUTH'))
+
+    await server.cli('ACL', 'SETUSER', 'bob', 'resetpass', '>pw2')
+    await server.cli('CLIENT', 'KILL', 'USER', 'bob')
+    for (const call of [() => store.get('bob:x'), () => store.set('bob:x', 2), () => store.has('bob:x')]) {
+      const issued = performance.now()
+      await assert.rejects(call(), hasCode('ERR_STORE_AUTH'))
+      const waited = performance.now() - issued
+      assert.ok(waited < connectTimeout + 500, `refused after ${waited.toFixed(0)} ms`)
+    }
+    assert.equal(await server.cli('GET', 'bob:x'), '1')
+    const renewed = createRedisStoreAdapter({ url: `redis://bob:pw2@127.0.0.1:${server.port}`, connectTimeout })
+    cleanup(t, renewed)
+    await renewed.set('bob:x', 3)
+    assert.equal(await renewed.get('bob:x'), 3)
+  })
+})

@@ -425,3 +425,52 @@ impl ServerCertVerifier for AnyServerCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(port: u16, password: Option<&str>) -> RedisOptions {
+        RedisOptions {
+            host: "127.0.0.1".into(),
+            port: port.into(),
+            path: None,
+            username: None,
+            password: password.map(str::to_owned),
+            db: 0,
+            tls: None,
+            connect_timeout_ms: 1000,
+            command_timeout_ms: 1000,
+            target: format!("redis://127.0.0.1:{port}/0"),
+            target_is_default: true,
+        }
+    }
+
+    /// A loopback port nothing listens on.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_target_step_and_errno() {
+        let port = closed_port();
+        let connector = Connector::new(&options(port, Some("hunter2"))).expect("options");
+        let err = match connector.connect_within(Duration::from_secs(1)).await {
+            Err(err) => err,
+            Ok(_) => panic!("connected to a closed port"),
+        };
+        assert_eq!(err.code, ErrorCode::Connection);
+        let expected = format!(
+            "redis://127.0.0.1:{port}/0 (the default: no URL or host was given): TCP connect failed: ECONNREFUSED"
+        );
+        assert!(err.message.starts_with(&expected), "{}", err.message);
+        assert!(!err.message.contains("hunter2"));
+        let cause = err.cause.expect("a cause");
+        assert_eq!((cause.errno, cause.syscall), ("ECONNREFUSED", "connect"));
+        assert_eq!(
+            (cause.address.as_deref(), cause.port),
+            (Some("127.0.0.1"), Some(port))
+        );
+    }
+}
