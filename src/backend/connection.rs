@@ -388,8 +388,11 @@ async fn read(
             }
         }
         // Too many messages wait for JS: stop reading, so the server holds them and applies
-        // its own limit for slow subscribers, until JS has taken most of them.
-        let paused = shared.mode == Mode::Subscriber && outbox.backlog_full(NOT_READING);
+        // its own limit for slow subscribers, until JS has taken most of them. Not while a
+        // subscriber's command waits for its answer, which only reading can bring.
+        let paused = shared.mode == Mode::Subscriber
+            && oldest.is_none()
+            && outbox.backlog_full(NOT_READING);
         shared.paused.store(paused, Ordering::Release);
         resp::make_room(&mut buf, wanted);
         tokio::select! {

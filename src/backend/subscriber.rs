@@ -68,8 +68,13 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
             }
             _ = ended, if live => {}
             outcome = subscriber.link.attempt_done(), if subscriber.link.connecting() => {
-                if outcome.is_ok() {
-                    let _ = subscriber.restore().await;
+                match outcome {
+                    // Everything was unsubscribed while it connected.
+                    Ok(()) if subscriber.channels.is_empty() => subscriber.link.discard(),
+                    Ok(()) => {
+                        let _ = subscriber.restore().await;
+                    }
+                    Err(_) => {}
                 }
             }
             _ = health.tick(), if live => subscriber.check_health().await,
