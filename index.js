@@ -271,10 +271,13 @@ class StoreAdapter {
     let i = this.#unhandledAt
     let more = this.#unhandledMore
     if (events === null) {
-      events = native.drain(this.#handle, DRAIN_LIMIT)
+      events = native.drain(this.#handle, DRAIN_LIMIT, true)
       i = 0
       // A full batch: more may wait, and native rings no wake until JS has drained them all.
       more = events.length === DRAIN_LIMIT * 2
+    } else {
+      // Messages wait from an earlier turn: calls' outcomes that came since go first.
+      this.#settleAll(native.drain(this.#handle, DRAIN_LIMIT, false))
     }
     this.#unhandled = null
     const budgetEnd = performance.now() + DELIVERY_BUDGET_MS
@@ -297,6 +300,13 @@ class StoreAdapter {
     if (this.#pending.size === 0) {
       this.#refreshKeepAlive()
       if (this.#whenIdle) this.#whenIdle()
+    }
+  }
+
+  #settleAll(events) {
+    for (let i = 0; i < events.length; i += 2) {
+      if (typeof events[i] === 'number') this.#settle(events[i], events[i + 1])
+      else this.#failed(fromNative(events[i + 1], this.#secrets))
     }
   }
 

@@ -129,8 +129,16 @@ impl Event {
     }
 }
 
+/// Events waiting for JS. Calls' outcomes (and errors for `onError`) are kept apart from
+/// messages, so a backlog of messages never holds up a call's reply.
+#[derive(Default)]
+struct Queues {
+    calls: VecDeque<Event>,
+    messages: VecDeque<Event>,
+}
+
 pub struct Outbox {
-    events: Mutex<VecDeque<Event>>,
+    events: Mutex<Queues>,
     wake_pending: AtomicBool,
     /// Taken on close: the threadsafe function holds the JS dispatcher, and with it the adapter.
     wake: Mutex<Option<WakeFn>>,
@@ -146,7 +154,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(wake: WakeFn, backlog_limit: usize) -> Self {
         Outbox {
-            events: Mutex::new(VecDeque::new()),
+            events: Mutex::new(Queues::default()),
             wake_pending: AtomicBool::new(false),
             wake: Mutex::new(Some(wake)),
             backlog: AtomicUsize::new(0),
@@ -164,6 +172,11 @@ impl Outbox {
             return false;
         }
         if !self.backlog_over.swap(true, Ordering::AcqRel) {
+            // A drain between the load and the swap saw no flag and rang nothing: look again.
+            if self.backlog.load(Ordering::Acquire) <= self.backlog_limit / 2 {
+                self.backlog_over.store(false, Ordering::Release);
+                return false;
+            }
             self.push_all([Event::Failure(StoreError::new(
                 crate::error::ErrorCode::Connection,
                 format!(
@@ -187,11 +200,20 @@ impl Outbox {
 
     pub fn push_all(&self, events: impl IntoIterator<Item = Event>) {
         {
-            let mut queue = lock(&self.events);
-            let before = queue.len();
+            let mut queues = lock(&self.events);
             let mut bytes = 0;
-            queue.extend(events.into_iter().inspect(|e| bytes += e.message_bytes()));
-            if queue.len() == before {
+            let mut pushed = false;
+            for event in events {
+                pushed = true;
+                match event {
+                    Event::Message { .. } => {
+                        bytes += event.message_bytes();
+                        queues.messages.push_back(event);
+                    }
+                    _ => queues.calls.push_back(event),
+                }
+            }
+            if !pushed {
                 return;
             }
             if bytes > 0 {
@@ -212,19 +234,29 @@ impl Outbox {
         lock(&self.wake).take();
     }
 
-    /// Up to `limit` events, oldest first, flattened as `[idOrChannel, replyOrPayload, ...]`;
-    /// message entries are told apart by a string in the first slot. A full batch means more
-    /// may be waiting: JS drains again on a later turn of the event loop, so a backlog of
-    /// messages never blocks timers and I/O for long. No wake rings until the queue is empty.
-    pub fn drain<'env>(&self, env: &'env Env, limit: u32) -> napi::Result<Array<'env>> {
+    /// Up to `limit` events, flattened as `[idOrChannel, replyOrPayload, ...]`: calls'
+    /// outcomes first, then, if `messages`, messages in arrival order (told apart by a string
+    /// in the first slot). A full batch means more may be waiting: JS drains again on a later
+    /// turn of the event loop. No wake rings until both queues are empty.
+    pub fn drain<'env>(
+        &self,
+        env: &'env Env,
+        limit: u32,
+        messages: bool,
+    ) -> napi::Result<Array<'env>> {
         let events: Vec<Event> = {
-            let mut queue = lock(&self.events);
-            let count = queue.len().min(limit as usize);
-            if count == queue.len() {
+            let mut queues = lock(&self.events);
+            let calls = queues.calls.len().min(limit as usize);
+            let mut events: Vec<Event> = queues.calls.drain(..calls).collect();
+            if messages {
+                let count = queues.messages.len().min(limit as usize - calls);
+                events.extend(queues.messages.drain(..count));
+            }
+            if queues.calls.is_empty() && queues.messages.is_empty() {
                 // Cleared under the lock, so an event queued after this take rings again.
                 self.wake_pending.store(false, Ordering::Release);
             }
-            queue.drain(..count).collect()
+            events
         };
         let taken: usize = events.iter().map(Event::message_bytes).sum();
         if taken > 0 {

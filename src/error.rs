@@ -104,9 +104,16 @@ impl StoreError {
     }
 }
 
-/// The server's words for a refusal of the connection itself, whatever command it answers.
-fn refuses_connection(text: &str) -> bool {
-    text.starts_with("ERR max number of clients reached")
+/// The server's words for a refusal of the connection itself, whatever command it answers,
+/// and whether it passes (a full server) or not (protected mode).
+fn refuses_connection(text: &str) -> Option<bool> {
+    if text.starts_with("ERR max number of clients reached") {
+        Some(true)
+    } else if text.starts_with("DENIED ") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Replies that say the command did not run and the condition will pass.
@@ -127,9 +134,9 @@ pub enum Refused {
 /// An error reply ("CODE detail"), keeping the server's text.
 pub fn from_server_reply(text: &str, command: Refused) -> StoreError {
     let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
-    if refuses_connection(text) {
+    if let Some(retryable) = refuses_connection(text) {
         return StoreError {
-            retryable: true,
+            retryable,
             ..StoreError::new(ErrorCode::Connection, text)
         };
     }

@@ -274,11 +274,19 @@ fn run(adapter: &Adapter, id: u32, op: Op, key: &str, payload: &str) -> Reply {
     }
 }
 
-/// Completions and messages queued since the last drain; see `Outbox::drain`.
+/// Completions, and messages unless `messages` is false, queued since the last drain; see
+/// `Outbox::drain`.
 #[napi]
-pub fn drain<'env>(env: &'env Env, handle: u32, limit: u32) -> napi::Result<Array<'env>> {
-    with_adapter(handle, |adapter| adapter.outbox.clone())
-        .map_or_else(|| env.create_array(0), |outbox| outbox.drain(env, limit))
+pub fn drain<'env>(
+    env: &'env Env,
+    handle: u32,
+    limit: u32,
+    messages: bool,
+) -> napi::Result<Array<'env>> {
+    with_adapter(handle, |adapter| adapter.outbox.clone()).map_or_else(
+        || env.create_array(0),
+        |outbox| outbox.drain(env, limit, messages),
+    )
 }
 
 /// Entries the memory store holds, expired or not (0 for Redis).

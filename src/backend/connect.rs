@@ -240,9 +240,26 @@ impl Connector {
 
     /// A step that failed with a system error.
     fn failed(&self, step: Step, err: &io::Error, syscall: &'static str) -> StoreError {
+        self.io_error(&format!("{} failed", step.name()), err, syscall)
+    }
+
+    /// An established connection that broke (`err`) or that the server closed (none).
+    pub fn lost(&self, err: Option<&io::Error>) -> StoreError {
+        match err {
+            Some(err) => self.io_error("the connection was lost", err, "read"),
+            None => StoreError::new(
+                ErrorCode::Connection,
+                format!("{}: the server closed the connection", self.describe),
+            ),
+        }
+    }
+
+    /// `what` happened because of `err`: the message names the server and the errno, and the
+    /// cause carries them as Node's socket errors do.
+    fn io_error(&self, what: &str, err: &io::Error, syscall: &'static str) -> StoreError {
         let errno = errno_name(err);
         let (address, port) = self.address();
-        let what = match errno {
+        let detail = match errno {
             Some(errno) => format!("{errno} ({err})"),
             None => err.to_string(),
         };
@@ -258,7 +275,7 @@ impl Connector {
             }),
             ..StoreError::new(
                 ErrorCode::Connection,
-                format!("{}: {} failed: {what}", self.describe, step.name()),
+                format!("{}: {what}: {detail}", self.describe),
             )
         }
     }

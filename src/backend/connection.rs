@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::command::{self, Outcome};
-use super::connect::Stream;
+use super::connect::{Connector, Stream};
 use super::resp::{self, Frame};
 use super::Request;
 use crate::bridge::{Event, Outbox, Reply};
@@ -95,6 +95,8 @@ struct Shared {
     ended: Notify,
     /// The reader stopped reading because JS has too many messages waiting.
     paused: AtomicBool,
+    /// The server has answered something on this connection.
+    answered: AtomicBool,
     sink: Sink,
     mode: Mode,
 }
@@ -183,6 +185,7 @@ impl Connection {
         mode: Mode,
         sink: Sink,
         command_timeout: Duration,
+        connector: Arc<Connector>,
     ) -> Self {
         let (reader, writer) = tokio::io::split(stream);
         let shared = Arc::new(Shared {
@@ -196,10 +199,11 @@ impl Connection {
             arrived: Notify::new(),
             ended: Notify::new(),
             paused: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             sink,
             mode,
         });
-        let reader = tokio::spawn(read(reader, shared.clone(), command_timeout));
+        let reader = tokio::spawn(read(reader, shared.clone(), command_timeout, connector));
         Connection {
             writer,
             shared,
@@ -214,6 +218,11 @@ impl Connection {
     pub fn is_usable(&self) -> bool {
         let in_flight = lock(&self.shared.in_flight);
         !self.write_failed && !in_flight.closed && !in_flight.retired
+    }
+
+    /// The server has answered something here: the connection served, however it ends.
+    pub fn has_answered(&self) -> bool {
+        self.shared.answered.load(Ordering::Relaxed)
     }
 
     /// Not reading for now, because JS has too many messages waiting.
@@ -360,6 +369,7 @@ async fn read(
     mut reader: ReadHalf<Box<dyn Stream>>,
     shared: Arc<Shared>,
     command_timeout: Duration,
+    connector: Arc<Connector>,
 ) {
     // However this task ends (a panic or an abort included), nothing it owes is left waiting.
     let _settles = CloseOnExit(shared.clone());
@@ -390,18 +400,17 @@ async fn read(
         // Too many messages wait for JS: stop reading, so the server holds them and applies
         // its own limit for slow subscribers, until JS has taken most of them. Not while a
         // subscriber's command waits for its answer, which only reading can bring.
-        let paused = shared.mode == Mode::Subscriber
-            && oldest.is_none()
-            && outbox.backlog_full(NOT_READING);
+        let paused =
+            shared.mode == Mode::Subscriber && oldest.is_none() && outbox.backlog_full(NOT_READING);
         shared.paused.store(paused, Ordering::Release);
         resp::make_room(&mut buf, wanted);
         tokio::select! {
             // Replies already read win over a deadline passed meanwhile.
             biased;
             read = reader.read_buf(&mut buf), if !paused => match read {
-                Ok(0) => break StoreError::new(ErrorCode::Connection, "the server closed the connection"),
+                Ok(0) => break connector.lost(None),
                 Ok(_) => {}
-                Err(err) => break StoreError::new(ErrorCode::Connection, format!("connection lost: {err}")),
+                Err(err) => break connector.lost(Some(&err)),
             },
             _ = &mut timer, if oldest.is_some() => {
                 if shared.mode == Mode::Subscriber {
@@ -436,6 +445,9 @@ async fn read(
             Ok(progress) => progress,
             Err(err) => break err,
         };
+        if used > 0 && !shared.answered.load(Ordering::Relaxed) {
+            shared.answered.store(true, Ordering::Relaxed);
+        }
         wanted = needed;
         resp::consume(&mut buf, used);
     };

@@ -63,9 +63,26 @@ impl Link {
         self.live.as_mut().filter(|live| live.is_usable())
     }
 
-    /// Lets the connection go (see `Connection`'s drop for what happens to its reader).
+    /// Lets the connection go (see `Connection`'s drop for what happens to its reader). One
+    /// that never got an answer counts as a failed attempt, so a server that accepts and
+    /// drops every connection is retried with backoff; one that served starts the backoff over.
     pub fn discard(&mut self) {
+        if let Some(live) = self.live.take() {
+            if live.has_answered() {
+                self.healthy();
+            } else {
+                self.failed(&StoreError::new(
+                    ErrorCode::Connection,
+                    "the connection closed before the server answered anything",
+                ));
+            }
+        }
+    }
+
+    /// Lets the connection go after the server refused what it needs (a subscriber's restore).
+    pub fn discard_failed(&mut self, err: &StoreError) {
         self.live = None;
+        self.failed(err);
     }
 
     pub fn connecting(&self) -> bool {
@@ -112,6 +129,7 @@ impl Link {
                     self.mode,
                     self.sink.clone(),
                     command,
+                    self.connector.clone(),
                 ));
                 Ok(())
             }
@@ -123,7 +141,7 @@ impl Link {
     }
 
     /// The server is serving: the next failure is retried quickly again.
-    pub fn healthy(&mut self) {
+    fn healthy(&mut self) {
         self.failures = 0;
         self.last_error = None;
     }

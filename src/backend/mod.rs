@@ -88,6 +88,8 @@ impl Op {
 /// A call on its way to Redis.
 pub struct Request {
     pub id: u32,
+    /// Submission order within the adapter: retried calls keep their place by it.
+    pub seq: u64,
     pub op: Op,
     pub key: String,
     pub payload: String,

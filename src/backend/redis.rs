@@ -1,6 +1,7 @@
 //! Redis standalone: a command router and a subscriber, each over its own link to the
 //! server, served by one I/O thread for the whole process.
 
+use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -18,6 +19,7 @@ pub struct RedisBackend {
     commands: UnboundedSender<Request>,
     subscriptions: UnboundedSender<Request>,
     timeouts: Timeouts,
+    submitted: Cell<u64>,
 }
 
 impl RedisBackend {
@@ -61,6 +63,7 @@ impl RedisBackend {
             commands,
             subscriptions,
             timeouts,
+            submitted: Cell::new(0),
         })
     }
 
@@ -69,8 +72,11 @@ impl RedisBackend {
             Op::Subscribe | Op::Unsubscribe => &self.subscriptions,
             _ => &self.commands,
         };
+        let seq = self.submitted.get() + 1;
+        self.submitted.set(seq);
         let request = Request {
             id,
+            seq,
             op,
             key: key.to_owned(),
             payload: payload.to_owned(),

@@ -29,7 +29,10 @@ pub async fn serve(
     // Connect at once, so the first calls find the connection ready or being made.
     link.start_attempt();
     let mut waiting: Vec<Request> = Vec::new();
-    let mut delayed: Vec<(Instant, Request)> = Vec::new();
+    // Calls the server refused for now, and every call submitted after them, in submission
+    // order: sent again together when `held_until` comes, so retries never reorder calls.
+    let mut held: Vec<Request> = Vec::new();
+    let mut held_until: Option<Instant> = None;
     let mut pipelining = false;
     loop {
         // Under pipelined load, poll a little before parking: JS answers a batch with the
@@ -48,23 +51,25 @@ pub async fn serve(
             .then(|| waiting.iter().map(|r| r.wait_until).min())
             .flatten()
             .filter(|at| link.attempt_ends().is_none_or(|end| end > *at + TIMER_TICK));
-        let retry_at = delayed.iter().map(|(at, _)| *at).min();
         tokio::select! {
             biased;
             outcome = link.attempt_done(), if link.connecting() => match outcome {
-                Ok(()) => link.healthy(),
+                Ok(()) => {}
+                // A server refusing connections for now (maxclients): calls wait out their own
+                // connect budget while attempts go on with backoff.
+                Err(err) if err.retryable => {}
                 // Each call rides at most one failed attempt: those waiting fail with it.
                 Err(err) => fail(&outbox, waiting.drain(..), &err),
             },
             Some((request, err)) = refused.recv() => {
-                retry_later(request, err, link.timeouts.command, &mut delayed, &outbox)
+                hold(request, err, link.timeouts.command, &mut held, &mut held_until, &outbox)
             }
             count = queue.recv_many(&mut waiting, MAX_BATCH) => if count == 0 { break },
-            _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
-                let now = Instant::now();
-                let (due, later): (Vec<_>, Vec<_>) = delayed.drain(..).partition(|(at, _)| *at <= now);
-                delayed = later;
-                waiting.extend(due.into_iter().map(|(_, request)| request));
+            _ = sleep_until(held_until.unwrap_or_else(Instant::now)), if held_until.is_some() => {
+                held_until = None;
+                held.sort_by_key(|request| request.seq);
+                held.append(&mut waiting);
+                waiting = std::mem::take(&mut held);
             }
             _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
                 let now = Instant::now();
@@ -77,6 +82,9 @@ pub async fn serve(
                     reply: Reply::Error(request.refused.unwrap_or_else(|| not_connected.clone())),
                 }));
             }
+        }
+        if held_until.is_some() {
+            held.append(&mut waiting);
         }
         pipelining = waiting.len() > 1;
         if waiting.is_empty() {
@@ -97,12 +105,13 @@ pub async fn serve(
 
 /// A call the server refused for now goes again after a backoff, the last time at its deadline
 /// (`commandTimeout` after it was first written); refused then, it fails with the server's
-/// words and `retryable`.
-fn retry_later(
+/// words and `retryable`. It waits among the held calls, in submission order.
+fn hold(
     mut request: Request,
     err: StoreError,
     command_timeout: Duration,
-    delayed: &mut Vec<(Instant, Request)>,
+    held: &mut Vec<Request>,
+    held_until: &mut Option<Instant>,
     outbox: &Outbox,
 ) {
     let now = Instant::now();
@@ -112,10 +121,11 @@ fn retry_later(
         return;
     }
     let at = (now + backoff(request.refusals)).min(deadline);
+    *held_until = Some(held_until.map_or(at, |until| until.min(at)));
     request.refusals += 1;
     request.refused = Some(err);
     request.wait_until = deadline + Duration::from_millis(1);
-    delayed.push((at, request));
+    held.push(request);
 }
 
 fn fail(outbox: &Outbox, requests: impl Iterator<Item = Request>, err: &StoreError) {

@@ -45,6 +45,9 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
             .is_some_and(|live| !live.is_usable())
         {
             subscriber.lost("the connection closed");
+        } else if subscriber.channels.is_empty() && subscriber.link.connection().is_some() {
+            // Nothing left to listen to (a refused subscribe, a channel given up).
+            subscriber.link.discard();
         }
         let ended = subscriber.link.connection().map(|live| live.ended());
         let live = ended.is_some();
@@ -97,7 +100,15 @@ impl Subscriber {
                 match timeout_at(request.wait_until, self.link.attempt_done()).await {
                     Err(_) => return Err(self.link.not_connected()),
                     Ok(Err(err)) => return Err(err),
-                    Ok(Ok(())) => self.restore().await?,
+                    Ok(Ok(())) => {
+                        if let Err(err) = self.restore().await {
+                            // Refused for now: the loop tries again while the call may wait.
+                            if !err.retryable || Instant::now() >= request.wait_until {
+                                return Err(err);
+                            }
+                            continue;
+                        }
+                    }
                 }
             }
             let Some(live) = self.link.usable() else {
@@ -141,11 +152,11 @@ impl Subscriber {
             let confirmed = live.request(&[b"UNSUBSCRIBE", channel.as_bytes()], 1).await;
             // Nothing left to listen to: close the connection. No reply: close it too, which
             // drops any subscription the server still has on it, and get the others back.
+            // Refused (BUSY, say): the same, since the server may still hold the channel.
             if self.channels.is_empty() {
                 self.link.discard();
-            } else if confirmed.is_err() {
-                self.link.discard();
-                self.lost("UNSUBSCRIBE got no reply");
+            } else if !matches!(confirmed, Ok(Ok(()))) {
+                self.lost("UNSUBSCRIBE was not confirmed");
             }
         }
         Ok(Reply::Null)
@@ -168,8 +179,6 @@ impl Subscriber {
     /// The connection is gone: report it once per outage, then reconnect with backoff.
     fn lost(&mut self, why: &str) {
         self.link.discard();
-        let err = StoreError::new(ErrorCode::Connection, why);
-        self.link.failed(&err);
         if self.channels.is_empty() || self.in_outage {
             return;
         }
@@ -192,7 +201,7 @@ impl Subscriber {
             return Err(self.link.not_connected());
         };
         if channels.is_empty() {
-            self.link.healthy();
+            self.in_outage = false;
             return Ok(());
         }
         let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
@@ -219,14 +228,12 @@ impl Subscriber {
         }
         let err = match outcome {
             Ok(Ok(())) => {
-                self.link.healthy();
                 self.in_outage = false;
                 return Ok(());
             }
             Ok(Err(err)) | Err(err) => err,
         };
-        self.link.discard();
-        self.link.failed(&err);
+        self.link.discard_failed(&err);
         if !self.in_outage {
             self.in_outage = true;
             self.outbox.push_all([Event::Failure(StoreError {
