@@ -36,6 +36,9 @@ async function rawConnection(port) {
   }
 }
 
+// Whether the server answers BUSY (a script runs past busy-reply-threshold).
+const serverBusy = async (server) => /BUSY/.test(await server.cli('PING').catch((err) => String(err.stdout)))
+
 // A Lua script that keeps the server busy for `ms`, past busy-reply-threshold.
 const busyScript = (ms) => `local t=redis.call('TIME') while true do local n=redis.call('TIME') if (n[1]-t[1])*1000000+(n[2]-t[2]) > ${ms * 1000} then break end end return 1`
 
@@ -663,5 +666,134 @@ describe('field: states that were already right', () => {
     cleanup(t, renewed)
     await renewed.set('bob:x', 3)
     assert.equal(await renewed.get('bob:x'), 3)
+  })
+})
+
+describe('field: what a review found', () => {
+  it('a call settles before a long Pub/Sub backlog is delivered, not after it', async () => {
+    const server = await startRedis()
+    const store = createRedisStoreAdapter({ url: server.url, commandTimeout: 1000 })
+    const total = 20000
+    let delivered = 0
+    let allDelivered
+    const done = new Promise((resolve) => (allDelivered = resolve))
+    await store.subscribe('busy-js', () => {
+      const until = performance.now() + 0.2
+      while (performance.now() < until);
+      if (++delivered === total) allDelivered()
+    })
+    await store.set('k', 'v')
+    // One script publishes the whole backlog at once.
+    await server.cli('EVAL', `for i = 1, ${total} do redis.call('PUBLISH', 'busy-js', string.rep('x', 1000)) end`, '0')
+    await waitUntil(() => delivered > 0, { what: 'delivery under way' })
+    const value = await store.get('k')
+    const deliveredWhenSettled = delivered
+    await done
+    assert.equal(value, 'v')
+    assert.ok(deliveredWhenSettled < total, `the get settled after ${deliveredWhenSettled} of ${total} messages`)
+    await store.close()
+    await server.stop()
+  })
+
+  it('calls retried through a BUSY script keep their order: publishes arrive in order, the last set wins', async () => {
+    const server = await startRedis('--busy-reply-threshold', '50')
+    const store = createRedisStoreAdapter({ url: server.url, commandTimeout: 3000 })
+    const received = []
+    await store.subscribe('order', (message) => received.push(message))
+    const script = await rawConnection(server.port)
+    script.send('EVAL', busyScript(400), '0')
+    await waitUntil(() => serverBusy(server), { what: 'the server busy' })
+    const calls = []
+    for (let i = 0; i < 200; i++) {
+      calls.push(store.publish('order', i), store.set('last', i))
+      await new Promise((resolve) => setTimeout(resolve, 3))
+    }
+    await Promise.all(calls)
+    script.close()
+    await waitUntil(() => received.length === 200, { what: 'every message' })
+    assert.deepEqual(received, [...Array(200).keys()])
+    assert.equal(await store.get('last'), 199)
+    await store.close()
+    await server.stop()
+  })
+
+  it('subscribes made together during a BUSY script settle together, and an unsubscribe it refused is not left on the server', async () => {
+    const server = await startRedis('--busy-reply-threshold', '50')
+    const store = createRedisStoreAdapter({ url: server.url, commandTimeout: 500, connectTimeout: 500, onError: () => {} })
+    await store.subscribe('gone', () => {})
+    await store.subscribe('kept', () => {})
+    const script = await rawConnection(server.port)
+    script.send('EVAL', busyScript(3000), '0')
+    await waitUntil(() => serverBusy(server), { what: 'the server busy' })
+    const settled = []
+    const outcomes = await Promise.allSettled(['a', 'b', 'c', 'd'].map((channel) => store.subscribe(channel, () => {}).finally(() => settled.push(performance.now()))))
+    for (const outcome of outcomes) {
+      assert.equal(outcome.status, 'rejected')
+      assert.equal(outcome.reason.retryable, true)
+    }
+    // Each waits out its own deadline, not the ones before it in turn (that would put the
+    // first and the last 1.5 s apart).
+    const spread = Math.max(...settled) - Math.min(...settled)
+    assert.ok(spread < 1000, `settled ${spread.toFixed(0)} ms apart`)
+    await store.unsubscribe('gone')
+    await waitUntil(() => script.received().includes(':1'), { what: 'the script to end' })
+    script.close()
+    await waitUntil(async () => (await server.numsub('kept')) === '1', { what: 'kept subscribed' })
+    assert.equal(await server.numsub('gone'), '0')
+    await store.close()
+    await server.stop()
+  })
+
+  it('a server that accepts and drops every connection is retried with backoff, not in a tight loop', async () => {
+    let accepted = 0
+    const dropping = net.createServer((socket) => {
+      accepted++
+      socket.destroy()
+    })
+    dropping.listen(0, '127.0.0.1')
+    await once(dropping, 'listening')
+    const store = createRedisStoreAdapter({ url: `redis://127.0.0.1:${dropping.address().port}`, commandTimeout: 200, connectTimeout: 200 })
+    let calls = 0
+    const until = performance.now() + 1000
+    while (performance.now() < until) {
+      calls++
+      await store.get('k').then(() => assert.fail('a reply from nowhere'), hasCode('ERR_STORE_CONNECTION'))
+    }
+    await store.close()
+    dropping.close()
+    // 50 ms doubling to 500 ms: a handful of connections in a second, whatever the calls.
+    assert.ok(accepted <= 12, `${accepted} connections for ${calls} calls in 1 s`)
+  })
+
+  it('a server at maxclients with a password is retried within the connect budget', async () => {
+    const server = await startRedis('--maxclients', '1', '--requirepass', 'pw')
+    const holder = await rawConnection(server.port)
+    holder.send('AUTH', 'pw')
+    await waitUntil(() => holder.received().includes('OK'), { what: 'the slot taken' })
+    const store = createRedisStoreAdapter({ url: server.url, password: 'pw', connectTimeout: 3000, commandTimeout: 1000 })
+    const pending = store.set('k', 1)
+    // The slot frees while the call still waits for a connection.
+    const rejected = async () => Number([...holder.received().matchAll(/rejected_connections:(\d+)/g)].at(-1)?.[1] ?? 0)
+    await waitUntil(async () => {
+      holder.send('INFO', 'stats')
+      return (await rejected()) >= 1
+    }, { what: 'a refused attempt', everyMs: 50 })
+    holder.close()
+    await pending
+    assert.equal(await store.get('k'), 1)
+    await store.close()
+    await server.stop()
+  })
+
+  it('no subscriber connection is kept when nothing is subscribed', async () => {
+    const server = await startRedis()
+    await server.cli('ACL', 'SETUSER', 'erin', 'on', '>pw', '~*', 'resetchannels', '+@all')
+    const store = createRedisStoreAdapter(`redis://erin:pw@127.0.0.1:${server.port}`)
+    await store.set('k', 1)
+    await assert.rejects(store.subscribe('refused', () => {}), /NOPERM/)
+    const connections = async () => (await server.cli('CLIENT', 'LIST')).split('\n').filter((line) => / user=erin /.test(line)).length
+    await waitUntil(async () => (await connections()) === 1, { what: 'only the command connection' })
+    await store.close()
+    await server.stop()
   })
 })

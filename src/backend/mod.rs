@@ -44,7 +44,7 @@ pub enum Operation {
 }
 
 /// One store operation. Keys and channels arrive with the adapter's prefix already on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Op {
     Get,
     Set { ttl: Option<Duration> },

@@ -18,6 +18,9 @@ use crate::error::{ErrorCode, StoreError};
 /// How often a subscriber connection is checked with a PING: the command timeout, within these.
 const MIN_PING_EVERY: Duration = Duration::from_secs(1);
 const MAX_PING_EVERY: Duration = Duration::from_secs(30);
+/// How long to wait for more subscribes after one arrives: JS makes a loop's worth within
+/// microseconds of each other.
+const GATHER: Duration = Duration::from_micros(200);
 
 struct Subscriber {
     link: Link,
@@ -38,6 +41,8 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
         channels: HashSet::new(),
         in_outage: false,
     };
+    // A request taken off the queue while gathering subscribes, handled next.
+    let mut held_back: Option<Request> = None;
     loop {
         if subscriber
             .link
@@ -61,13 +66,31 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
             }
         };
         tokio::select! {
-            request = queue.recv() => {
+            request = next_request(&mut queue, &mut held_back) => {
                 let Some(request) = request else { break };
-                let reply = match request.op {
-                    Op::Subscribe => subscriber.subscribe(&request).await,
-                    _ => subscriber.unsubscribe(&request.key).await,
-                };
-                subscriber.outbox.complete(request.id, reply.into());
+                if request.op == Op::Subscribe {
+                    // Subscribes submitted together go in one command, so none waits out
+                    // another's refusals in turn.
+                    let mut batch = vec![request];
+                    let mut gather_until = std::time::Instant::now() + GATHER;
+                    while std::time::Instant::now() < gather_until {
+                        match queue.try_recv() {
+                            Ok(next) if next.op == Op::Subscribe => {
+                                batch.push(next);
+                                gather_until = std::time::Instant::now() + GATHER;
+                            }
+                            Ok(next) => {
+                                held_back = Some(next);
+                                break;
+                            }
+                            Err(_) => tokio::task::yield_now().await,
+                        }
+                    }
+                    subscriber.subscribe(batch).await;
+                } else {
+                    let reply = subscriber.unsubscribe(&request.key).await;
+                    subscriber.outbox.complete(request.id, reply.into());
+                }
             }
             _ = ended, if live => {}
             outcome = subscriber.link.attempt_done(), if subscriber.link.connecting() => {
@@ -86,24 +109,67 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
 }
 
 impl Subscriber {
-    async fn subscribe(&mut self, request: &Request) -> Result<Reply, StoreError> {
-        let channel = &request.key;
-        if self.channels.contains(channel) {
-            return Ok(Reply::Null);
+    /// Subscribes the channels of `requests` together and completes each request. When the
+    /// server refuses them for good, channel by channel, so only the refused ones fail.
+    async fn subscribe(&mut self, requests: Vec<Request>) {
+        let (known, requests): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|request| self.channels.contains(&request.key));
+        for request in known {
+            self.outbox.complete(request.id, Reply::Null);
         }
+        let outcome = match requests.as_slice() {
+            [] => return,
+            all => self.subscribe_channels(all).await,
+        };
+        match outcome {
+            Err(refusal) if refused_for_good(&refusal) && requests.len() > 1 => {
+                for request in requests {
+                    let outcome = self
+                        .subscribe_channels(std::slice::from_ref(&request))
+                        .await;
+                    self.settle_subscribe(request, outcome);
+                }
+            }
+            outcome => {
+                for request in requests {
+                    self.settle_subscribe(request, outcome.clone());
+                }
+            }
+        }
+    }
+
+    fn settle_subscribe(&mut self, request: Request, outcome: Result<(), StoreError>) {
+        let reply = match outcome {
+            Ok(()) => {
+                self.channels.insert(request.key);
+                Reply::Null
+            }
+            Err(err) => Reply::Error(err),
+        };
+        self.outbox.complete(request.id, reply);
+    }
+
+    /// One SUBSCRIBE for every channel of `requests`, on a connection made if needed, retried
+    /// within their deadline while the server refuses it for now.
+    async fn subscribe_channels(&mut self, requests: &[Request]) -> Result<(), StoreError> {
+        let wait_until = requests.iter().map(|r| r.wait_until).min();
+        let wait_until = wait_until.unwrap_or_else(Instant::now);
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(requests.iter().map(|r| r.key.as_bytes()));
         let mut first_written = None;
         let mut refusals = 0;
         loop {
             if self.link.usable().is_none() {
                 self.link.discard();
                 self.link.start_attempt();
-                match timeout_at(request.wait_until, self.link.attempt_done()).await {
+                match timeout_at(wait_until, self.link.attempt_done()).await {
                     Err(_) => return Err(self.link.not_connected()),
                     Ok(Err(err)) => return Err(err),
                     Ok(Ok(())) => {
                         if let Err(err) = self.restore().await {
                             // Refused for now: the loop tries again while the call may wait.
-                            if !err.retryable || Instant::now() >= request.wait_until {
+                            if !err.retryable || Instant::now() >= wait_until {
                                 return Err(err);
                             }
                             continue;
@@ -115,11 +181,8 @@ impl Subscriber {
                 return Err(self.link.not_connected());
             };
             let written = *first_written.get_or_insert_with(Instant::now);
-            match live.request(&[b"SUBSCRIBE", channel.as_bytes()], 1).await {
-                Ok(Ok(())) => {
-                    self.channels.insert(channel.clone());
-                    return Ok(Reply::Null);
-                }
+            match live.request(&args, requests.len()).await {
+                Ok(Ok(())) => return Ok(()),
                 // Refused for now: again after a backoff, within the call's deadline.
                 Ok(Err(refusal)) if refusal.retryable => {
                     let now = Instant::now();
@@ -134,9 +197,7 @@ impl Subscriber {
                 Ok(Err(refusal)) => return Err(refusal),
                 // The connection had closed (it holds no subscription now): again on a new
                 // one, while the call may still wait for it.
-                Err(err)
-                    if err.code == ErrorCode::Connection && Instant::now() < request.wait_until =>
-                {
+                Err(err) if err.code == ErrorCode::Connection && Instant::now() < wait_until => {
                     self.lost("the connection closed");
                 }
                 // No reply in time: the connection has ended, and the loop reconnects.
@@ -255,6 +316,17 @@ impl Subscriber {
             channel: Some(channel.to_owned()),
             ..refusal
         })]);
+    }
+}
+
+/// The request held back while gathering a batch, else the next one queued.
+async fn next_request(
+    queue: &mut UnboundedReceiver<Request>,
+    held_back: &mut Option<Request>,
+) -> Option<Request> {
+    match held_back.take() {
+        Some(request) => Some(request),
+        None => queue.recv().await,
     }
 }
 
