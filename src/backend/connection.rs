@@ -279,11 +279,12 @@ impl Connection {
             );
         }
         let calls = requests;
+        let now = Instant::now();
         self.write(|deadline| {
             calls
                 .drain(..)
                 .map(|mut request| {
-                    request.first_written.get_or_insert(Instant::now());
+                    request.first_written.get_or_insert(now);
                     Pending::Call { request, deadline }
                 })
                 .collect()
