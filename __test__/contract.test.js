@@ -1,6 +1,6 @@
 'use strict'
 
-// SPEC sections 2-4, the same assertions on every backend.
+// The adapter contract (the calls, bad input, errors), the same assertions on every backend.
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')

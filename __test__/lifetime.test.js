@@ -1,6 +1,6 @@
 'use strict'
 
-// SPEC section 5: processes exit when idle, stay alive while subscribed, and survive exits,
+// Lifetime: processes exit when idle, stay alive while subscribed, and survive exits,
 // throwing callbacks and worker teardown. Each scenario runs in a child process or worker.
 
 const { describe, it, before, after } = require('node:test')
