@@ -96,8 +96,8 @@ pub struct Request {
     /// Until when it may wait for a connection: `connectTimeout` after it was submitted, or,
     /// for a retry, the end of its retries.
     pub wait_until: Instant,
-    /// When it was first written, and how many times the server has said it did not run, the
-    /// last time in these words.
+    /// When it was first written (or held behind a refused call), and how many times the
+    /// server has said it did not run, the last time in these words.
     pub first_written: Option<Instant>,
     pub refusals: u32,
     pub refused: Option<StoreError>,

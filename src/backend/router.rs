@@ -84,6 +84,11 @@ pub async fn serve(
             }
         }
         if held_until.is_some() {
+            // Their clock runs from now, as if written: held calls wait on the server too.
+            let now = Instant::now();
+            for request in &mut waiting {
+                request.first_written.get_or_insert(now);
+            }
             held.append(&mut waiting);
         }
         pipelining = waiting.len() > 1;
