@@ -66,19 +66,34 @@ const toMilliseconds = (seconds) => Math.max(1, Math.round(seconds * 1000))
 // Past this many seconds the milliseconds are no longer exact (about 285,000 years).
 const MAX_TTL = Number.MAX_SAFE_INTEGER / 1000
 
+// What a bad value was, for messages: never the value itself when it could be large.
+function described(value) {
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value)
+  if (typeof value === 'bigint') return `${value}n`
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
+  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+}
+
+// Per-call options are checked like factory options: a typo such as { tll: 60 } must not
+// store a key without its expiry.
+const SET_OPTIONS = new Set(['ttl'])
+
 function setTtl(options) {
   if (options === undefined || options === null) return undefined
-  if (typeof options !== 'object') throw invalidArgument('set options must be an object like { ttl: seconds }')
+  if (typeof options !== 'object' || Array.isArray(options)) throw invalidArgument(`set options must be an object like { ttl: seconds }, got ${described(options)}`)
+  for (const name of Object.keys(options)) {
+    if (!SET_OPTIONS.has(name)) throw invalidArgument(`unknown set option "${name}"; known: ${[...SET_OPTIONS].join(', ')}`)
+  }
   const ttl = options.ttl
   if (ttl === undefined || ttl === null) return undefined
-  if (typeof ttl !== 'number') throw invalidArgument('ttl must be a number of seconds')
-  if (!Number.isFinite(ttl) || ttl < 0 || ttl > MAX_TTL) throw outOfRange(`ttl must be a number of seconds from 0 to ${MAX_TTL}`)
+  if (typeof ttl !== 'number') throw invalidArgument(`ttl must be a number of seconds, got ${described(ttl)}`)
+  if (!Number.isFinite(ttl) || ttl < 0 || ttl > MAX_TTL) throw outOfRange(`ttl must be a number of seconds from 0 to ${MAX_TTL}, got ${described(ttl)}`)
   return ttl === 0 ? undefined : toMilliseconds(ttl)
 }
 
 function expireTtl(ttl) {
-  if (typeof ttl !== 'number') throw invalidArgument('ttl must be a number of seconds')
-  if (!Number.isFinite(ttl) || ttl <= 0 || ttl > MAX_TTL) throw outOfRange(`ttl must be a number of seconds above 0, at most ${MAX_TTL}`)
+  if (typeof ttl !== 'number') throw invalidArgument(`ttl must be a number of seconds, got ${described(ttl)}`)
+  if (!Number.isFinite(ttl) || ttl <= 0 || ttl > MAX_TTL) throw outOfRange(`ttl must be a number of seconds above 0, at most ${MAX_TTL}, got ${described(ttl)}`)
   return toMilliseconds(ttl)
 }
 

@@ -222,6 +222,18 @@ for (const backend of backends) {
         assert.equal(await store.get('ttlKeep'), 'old')
       })
 
+      it('set refuses unknown options, so a typo never stores a key without its expiry', async () => {
+        await assert.rejects(store.set('typo', 'v', { tll: 60 }), (err) => {
+          code('ERR_STORE_INVALID_ARGUMENT', TypeError)(err)
+          assert.match(err.message, /unknown set option "tll"; known: ttl/)
+          return true
+        })
+        assert.equal(await store.get('typo'), null)
+        await assert.rejects(store.set('typo', 'v', { ttl: '60' }), /ttl must be a number of seconds, got "60"/)
+        await assert.rejects(store.set('typo', 'v', { ttl: -5 }), /got -5/)
+        await assert.rejects(store.expire('typo', NaN), /got NaN/)
+      })
+
       it('expire refuses a ttl that is not a positive finite number', async () => {
         await store.set('expKeep', 'v')
         for (const ttl of [0, -1, NaN, Infinity, -Infinity, 1e300]) {
