@@ -106,6 +106,7 @@ const defaultOnError = (err) => process.emitWarning(err)
 class StoreAdapter {
   #handle
   #keyPrefix
+  #channelPrefix
   #onError
   #client
   #description
@@ -122,8 +123,9 @@ class StoreAdapter {
   // Ref'd only while calls are pending or subscriptions exist, so idle processes exit.
   #keepAlive = setInterval(noop, 2 ** 31 - 1).unref()
 
-  constructor(createNative, { keyPrefix, onError, client, description, secrets }) {
+  constructor(createNative, { keyPrefix, channelPrefix = keyPrefix, onError, client, description, secrets }) {
     this.#keyPrefix = keyPrefix
+    this.#channelPrefix = channelPrefix
     this.#onError = onError ?? defaultOnError
     this.#client = client
     this.#description = description
@@ -329,7 +331,7 @@ class StoreAdapter {
   // forget the channel first, so both sides agree on what is subscribed.
   #failed(err) {
     if (typeof err.channel === 'string') {
-      const channel = err.channel.startsWith(this.#keyPrefix) ? err.channel.slice(this.#keyPrefix.length) : err.channel
+      const channel = err.channel.startsWith(this.#channelPrefix) ? err.channel.slice(this.#channelPrefix.length) : err.channel
       err.channel = channel
       this.#channels.delete(channel)
       this.#refreshKeepAlive()
@@ -346,8 +348,8 @@ class StoreAdapter {
   }
 
   #deliver(fullChannel, payload) {
-    if (!fullChannel.startsWith(this.#keyPrefix)) return
-    const channel = fullChannel.slice(this.#keyPrefix.length)
+    if (!fullChannel.startsWith(this.#channelPrefix)) return
+    const channel = fullChannel.slice(this.#channelPrefix.length)
     const entry = this.#channels.get(channel)
     if (entry === undefined) return
     const message = parseValue(payload)
@@ -380,7 +382,7 @@ class StoreAdapter {
 function createRedisStoreAdapter(input) {
   const settings = redisOptions(input)
   return new StoreAdapter((wake) => {
-    const handle = native.createRedis(settings.native, settings.keyPrefix, settings.maxPubSubBacklog, wake)
+    const handle = native.createRedis(settings.native, settings.keyPrefix, settings.channelPrefix, settings.maxPubSubBacklog, wake)
     if (Array.isArray(handle)) {
       const err = fromNative(handle, settings.secrets)
       throw err.code === codes.INVALID_ARGUMENT ? storeError(TypeError, err.code, err.message) : err
@@ -388,6 +390,7 @@ function createRedisStoreAdapter(input) {
     return handle
   }, {
     keyPrefix: settings.keyPrefix,
+    channelPrefix: settings.channelPrefix,
     onError: settings.onError,
     client: settings.client ?? Object.freeze({ backend: 'redis', target: settings.description }),
     description: `redis ${settings.description}`,

@@ -55,6 +55,12 @@ describe('Redis inputs', () => {
     invalid({ sentinel: { sentinels: ['127.0.0.1:26379'], masterName: 'm' } }, /sentinel.*not supported/)
   })
 
+  it('refuses an ioredis Cluster instance, saying what it is', () => {
+    const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true })
+    invalid(cluster, /an ioredis Cluster instance: Redis Cluster is not supported yet/)
+    cluster.disconnect()
+  })
+
   it('refuses an ioredis client set up for Sentinel rather than connect elsewhere', () => {
     const sentinelClient = new Redis({ sentinels: [{ host: '127.0.0.1', port: 1 }], name: 'mymaster', lazyConnect: true })
     invalid(sentinelClient, /Sentinel/)
@@ -276,6 +282,25 @@ describe('Redis server', () => {
     assert.equal(await ioredis.get('shared'), '{"via":"kindling"}')
     await ioredis.set('back', '"from ioredis"')
     assert.equal(await store.get('back'), 'from ioredis')
+    ioredis.disconnect()
+    await store.close()
+  })
+
+  it('with an ioredis instance, its keyPrefix is for keys only, as in ioredis: channels meet ioredis\'s', async () => {
+    const ioredis = new Redis({ host: '127.0.0.1', port: server.port, keyPrefix: 'app:' })
+    const listener = new Redis({ host: '127.0.0.1', port: server.port, keyPrefix: 'app:' })
+    const store = createRedisStoreAdapter(ioredis)
+    const got = collect(1)
+    await store.subscribe('events', got.callback)
+    await ioredis.publish('events', '"from ioredis"')
+    assert.deepEqual(await got.all, [{ message: 'from ioredis', channel: 'events' }])
+    await listener.subscribe('events')
+    const heard = once(listener, 'message')
+    await store.publish('events', 'from kindling')
+    assert.deepEqual(await heard, ['events', '"from kindling"'])
+    await store.set('k', 1)
+    assert.equal(await server.cli('GET', 'app:k'), '1')
+    listener.disconnect()
     ioredis.disconnect()
     await store.close()
   })

@@ -15,6 +15,8 @@ const DEFAULT_BACKLOG = 64 * 1024 * 1024
 const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
 
 // An ioredis instance, duck-typed so that ioredis need not be installed.
+const isIoredisCluster = (value) =>
+  isPlainObject(value) && value.isCluster === true && Array.isArray(value.startupNodes)
 const isIoredis = (value) =>
   isPlainObject(value) && typeof value.duplicate === 'function' && isPlainObject(value.options) &&
   ('host' in value.options || 'port' in value.options || 'path' in value.options)
@@ -169,6 +171,8 @@ function redisOptions(input) {
   } else if (typeof input === 'string') {
     options = {}
     target = parseUrl(input)
+  } else if (isIoredisCluster(input)) {
+    throw invalidArgument('an ioredis Cluster instance: Redis Cluster is not supported yet; give a URL, an options object or a single-server ioredis instance')
   } else if (isIoredis(input)) {
     ;({ options, target, client } = fromIoredis(input))
   } else if (isPlainObject(input)) {
@@ -222,6 +226,8 @@ function redisOptions(input) {
   return {
     native,
     keyPrefix,
+    // ioredis puts its keyPrefix on keys only; Kindling's own option prefixes channels too.
+    channelPrefix: client ? '' : keyPrefix,
     maxPubSubBacklog: backlogOption(options),
     onError: client ? undefined : onErrorOption(options),
     client,

@@ -48,8 +48,10 @@ enum Backend {
 struct Adapter {
     backend: Backend,
     outbox: Arc<Outbox>,
-    /// Put before every key and channel here, so JS never builds the joined string.
+    /// Put before every key, and every channel, here, so JS never builds the joined string.
+    /// They differ for an adapter made from an ioredis instance, whose prefix is for keys only.
     key_prefix: String,
+    channel_prefix: String,
 }
 
 thread_local! {
@@ -95,6 +97,7 @@ fn outbox(wake: Function<(), Unknown<'static>>, backlog_limit: f64) -> napi::Res
 pub fn create_redis(
     options: RedisOptions,
     key_prefix: String,
+    channel_prefix: String,
     backlog_limit: f64,
     wake: Function<(), Unknown<'static>>,
 ) -> napi::Result<napi::Either<u32, Reply>> {
@@ -110,6 +113,7 @@ pub fn create_redis(
         backend: Backend::Redis(backend),
         outbox,
         key_prefix,
+        channel_prefix,
     })))
 }
 
@@ -132,6 +136,7 @@ pub fn create_memory(
             id: MEMORY_ADAPTERS.fetch_add(1, Ordering::Relaxed),
         },
         outbox: outbox(wake, backlog_limit)?,
+        channel_prefix: key_prefix.clone(),
         key_prefix,
     }))
 }
@@ -230,7 +235,11 @@ pub fn submit(env: Env, name: Unknown, payload: Option<Unknown>) -> napi::Result
     let reply = KEY.with_borrow_mut(|key_buffer| {
         PAYLOAD.with_borrow_mut(|payload_buffer| {
             let reply = with_adapter(handle as u32, |adapter| {
-                let prefix = adapter.key_prefix.as_bytes();
+                let prefix = match op {
+                    Op::Publish | Op::Subscribe | Op::Unsubscribe => &adapter.channel_prefix,
+                    _ => &adapter.key_prefix,
+                };
+                let prefix = prefix.as_bytes();
                 if key_buffer.len() < prefix.len() {
                     key_buffer.resize(prefix.len(), 0);
                 }
