@@ -44,15 +44,25 @@ export interface KeyValueOptions {
 
 /** The Igniter.js `IgniterStoreAdapter` contract, plus `close()`. */
 export interface IgniterStoreAdapter<TClient = unknown> {
+  /** The ioredis instance the adapter was made from, or a description of its backend. */
   readonly client: TClient
+  /** The value stored under `key`, JSON-parsed; `null` when missing or expired. */
   get<T = any>(key: string): Promise<T | null>
+  /** Stores `JSON.stringify(value)`; `ttl` in seconds (fractions allowed), none or 0 for no expiry. */
   set(key: string, value: any, options?: KeyValueOptions): Promise<void>
+  /** Removes the key, whether or not it exists. */
   delete(key: string): Promise<void>
+  /** Whether the key exists and has not expired. */
   has(key: string): Promise<boolean>
+  /** Adds 1 atomically and resolves to the new value; a missing key counts from 0. */
   increment(key: string): Promise<number>
+  /** Sets the key's time to live in seconds; a missing key is left alone. */
   expire(key: string, ttl: number): Promise<void>
+  /** Sends `JSON.stringify(message)` to every subscriber of `channel`. */
   publish(channel: string, message: any): Promise<void>
-  subscribe(channel: string, callback: MessageCallback): Promise<void>
+  /** Calls `callback(message, channel)` for each message; resolves once the server confirmed. */
+  subscribe<T = any>(channel: string, callback: MessageCallback<T>): Promise<void>
+  /** Removes `callback`, or every callback of `channel`. */
   unsubscribe(channel: string, callback?: MessageCallback): Promise<void>
 }
 
@@ -116,8 +126,12 @@ export interface IoredisLike {
   duplicate(...args: any[]): any
 }
 
-export declare function createRedisStoreAdapter(): StoreAdapter<RedisConnectionDescription>
-export declare function createRedisStoreAdapter(url: string): StoreAdapter<RedisConnectionDescription>
+/**
+ * A store adapter on Redis. Takes nothing or `null`/`undefined` (then `REDIS_URL`, else
+ * `redis://127.0.0.1:6379`), a URL, an options object, or an ioredis instance whose settings
+ * it reads (it opens its own connections; `client` is then that instance).
+ */
+export declare function createRedisStoreAdapter(url?: string | null): StoreAdapter<RedisConnectionDescription>
 export declare function createRedisStoreAdapter(options: RedisStoreOptions): StoreAdapter<RedisConnectionDescription>
 export declare function createRedisStoreAdapter<TClient extends IoredisLike>(client: TClient): StoreAdapter<TClient>
 
@@ -131,4 +145,5 @@ export interface MemoryStoreOptions {
   maxPubSubBacklog?: number
 }
 
+/** A store adapter in this process: no server; adapters with the same `name` share one store. */
 export declare function createMemoryStoreAdapter(options?: MemoryStoreOptions): StoreAdapter<MemoryStoreDescription>
