@@ -2,7 +2,7 @@
 
 const { inspect } = require('node:util')
 const { performance } = require('node:perf_hooks')
-const native = require('./binding.js')
+const native = require('./lib/native.js')
 const { redisOptions, memoryOptions } = require('./lib/options.js')
 const { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative } = require('./lib/errors.js')
 

@@ -37,3 +37,24 @@ it('a factory error keeps its code: only bad options are ERR_STORE_INVALID_ARGUM
     return true
   })
 })
+
+it('with no native build for this platform, the loader says what it looked for, not an npm bug', async () => {
+  const os = require('node:os')
+  const { execFile } = require('node:child_process')
+  const { promisify } = require('node:util')
+  // The JS package without binding.js or any addon beside it.
+  const bare = fs.mkdtempSync(path.join(os.tmpdir(), 'kindling-bare-'))
+  fs.cpSync(path.join(__dirname, '..', 'lib'), path.join(bare, 'lib'), { recursive: true })
+  fs.copyFileSync(path.join(__dirname, '..', 'index.js'), path.join(bare, 'index.js'))
+  try {
+    await assert.rejects(promisify(execFile)(process.execPath, ['-e', "require('./index.js')"], { cwd: bare }), (err) => {
+      assert.match(err.stderr, new RegExp(`kindling has no native build for ${process.platform} ${process.arch}`))
+      assert.match(err.stderr, /looked for the package kindling-linux-x64-gnu|looked for the package kindling-/)
+      assert.match(err.stderr, /Builds exist for: kindling-linux-x64-gnu, /)
+      assert.doesNotMatch(err.stderr, /npm has a bug/)
+      return true
+    })
+  } finally {
+    fs.rmSync(bare, { recursive: true, force: true })
+  }
+})
