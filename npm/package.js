@@ -31,11 +31,14 @@ const pack = (dir) => execFileSync('npm', ['pack', '--ignore-scripts', '--silent
 
 fs.rmSync(dist, { recursive: true, force: true })
 fs.mkdirSync(dist)
-fs.copyFileSync(path.join(root, built[0]), path.join(platformDir, built[0]))
+// Staged, so a release build already in npm/<platform>/ is left as it is.
+const platformStaging = fs.mkdtempSync(path.join(os.tmpdir(), 'kindling-platform-'))
 try {
-  pack(platformDir)
+  for (const name of ['package.json', 'README.md']) fs.copyFileSync(path.join(platformDir, name), path.join(platformStaging, name))
+  fs.copyFileSync(path.join(root, built[0]), path.join(platformStaging, built[0]))
+  pack(platformStaging)
 } finally {
-  fs.rmSync(path.join(platformDir, built[0]))
+  fs.rmSync(platformStaging, { recursive: true, force: true })
 }
 
 // The root package from a staging copy whose package.json lists the platform packages.
