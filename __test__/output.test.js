@@ -1,0 +1,17 @@
+'use strict'
+
+// A passing run prints nothing that looks like a failure: warnings a test expects stay out.
+
+const { it } = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const { execFile } = require('node:child_process')
+const { promisify } = require('node:util')
+
+it('the warning the default onError test expects is not printed', async () => {
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [
+    '--test', '--test-name-pattern=the default onError is a process warning', path.join(__dirname, 'contract.test.js'),
+  ])
+  assert.match(stdout, /# pass 2/)
+  assert.doesNotMatch(stdout + stderr, /Error: to the warning/)
+})
