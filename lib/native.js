@@ -8,10 +8,11 @@ const PACKAGES = [
   'kindling-darwin-x64', 'kindling-darwin-arm64', 'kindling-win32-x64-msvc',
 ]
 
+// The C library, as platform package names and messages give it (Linux only).
 function libc() {
-  if (process.platform !== 'linux') return ''
+  if (process.platform !== 'linux') return null
   const { glibcVersionRuntime } = process.report.getReport().header
-  return glibcVersionRuntime ? `gnu (glibc ${glibcVersionRuntime})` : 'musl'
+  return glibcVersionRuntime ? { name: 'gnu', detail: `glibc ${glibcVersionRuntime}` } : { name: 'musl', detail: 'musl' }
 }
 
 function load() {
@@ -19,9 +20,10 @@ function load() {
     return require('../binding.js')
   } catch (cause) {
     const c = libc()
-    const wanted = `kindling-${process.platform}-${process.arch}${c ? `-${c.split(' ')[0]}` : process.platform === 'win32' ? '-msvc' : ''}`
+    const suffix = c ? `-${c.name}` : process.platform === 'win32' ? '-msvc' : ''
+    const wanted = `kindling-${process.platform}-${process.arch}${suffix}`
     const err = new Error(
-      `kindling has no native build for ${process.platform} ${process.arch}${c ? ` with ${c}` : ''}: ` +
+      `kindling has no native build for ${process.platform} ${process.arch}${c ? ` with ${c.detail}` : ''}: ` +
       `it looked for the package ${wanted}, which is not installed. Builds exist for: ${PACKAGES.join(', ')}. ` +
       'If yours is among them, reinstall without --no-optional / --omit=optional; otherwise build from source with Rust (npm run build in a checkout).',
       { cause },

@@ -236,17 +236,21 @@ impl Connection {
         async move { shared.ended.notified().await }
     }
 
-    /// Enqueues entries made by `pending` for what is encoded, then writes it. The clock of
-    /// each starts now.
-    async fn write(&mut self, pending: impl FnOnce(Instant) -> Vec<Pending>) -> Result<(), Unsent> {
-        let deadline = Instant::now() + self.command_timeout;
+    /// Has `pending` enqueue entries for what is encoded (given the time of writing and the
+    /// deadline it sets), then writes it. The clock of each starts now.
+    async fn write(
+        &mut self,
+        pending: impl FnOnce(Instant, Instant, &mut VecDeque<Pending>),
+    ) -> Result<(), Unsent> {
+        let now = Instant::now();
+        let deadline = now + self.command_timeout;
         {
             let mut in_flight = lock(&self.shared.in_flight);
             if in_flight.closed || in_flight.retired {
                 return Err(Unsent);
             }
             let was_idle = in_flight.oldest_deadline().is_none();
-            in_flight.queue.extend(pending(deadline));
+            pending(now, deadline, &mut in_flight.queue);
             if was_idle {
                 self.shared.arrived.notify_one();
             }
@@ -279,15 +283,11 @@ impl Connection {
             );
         }
         let calls = requests;
-        let now = Instant::now();
-        self.write(|deadline| {
-            calls
-                .drain(..)
-                .map(|mut request| {
-                    request.first_written.get_or_insert(now);
-                    Pending::Call { request, deadline }
-                })
-                .collect()
+        self.write(|now, deadline, queue| {
+            queue.extend(calls.drain(..).map(|mut request| {
+                request.first_written.get_or_insert(now);
+                Pending::Call { request, deadline }
+            }))
         })
         .await
     }
@@ -298,12 +298,12 @@ impl Connection {
         resp::command(&mut self.encoded, args);
         let (done, confirmed) = oneshot::channel();
         let queued = self
-            .write(|deadline| {
-                vec![Pending::Confirm {
+            .write(|_, deadline, queue| {
+                queue.push_back(Pending::Confirm {
                     remaining: confirmations,
                     deadline,
                     done,
-                }]
+                })
             })
             .await;
         if queued.is_err() {
