@@ -4,19 +4,23 @@ const { inspect } = require('node:util')
 const { performance } = require('node:perf_hooks')
 const native = require('./lib/native.js')
 const { redisOptions, memoryOptions } = require('./lib/options.js')
-const { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative } = require('./lib/errors.js')
+const { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative, isFailure } = require('./lib/errors.js')
 
 // Operation numbers, defined once in Rust (src/backend/mod.rs).
 const {
   Get: GET, Set: SET, Delete: DELETE, Has: HAS, Increment: INCREMENT, Expire: EXPIRE,
-  Publish: PUBLISH, Subscribe: SUBSCRIBE, Unsubscribe: UNSUBSCRIBE,
+  Publish: PUBLISH, Subscribe: SUBSCRIBE, Unsubscribe: UNSUBSCRIBE, SetIfAbsent: SET_IF_ABSENT,
+  GetMany: GET_MANY, SetMany: SET_MANY, Scan: SCAN, StreamAdd: STREAM_ADD,
+  GroupCreate: GROUP_CREATE, GroupRead: GROUP_READ, Range: RANGE, RangeReverse: RANGE_REVERSE,
+  Ack: ACK,
 } = native.Operation
 
 const MAX_ID = 0xffffffff
-// [handle, id, op, ttlMs] of the next native.submit: numbers cross to Rust here, not as
-// arguments, which napi charges for one by one. One array per thread, shared by every copy
-// of this module.
-const callBuffer = native.registerCallBuffer(new Float64Array(4))
+// [handle, id, op, first, second] of the next native.submit: numbers cross to Rust here, not
+// as arguments, which napi charges for one by one. `first` and `second` mean what the
+// operation makes of them (a TTL in ms, a delta, a count, ...; 0 for none). One array per
+// thread, shared by every copy of this module.
+const callBuffer = native.registerCallBuffer(new Float64Array(5))
 // No adapter has this handle: a closed adapter's slot may be reused by a new one.
 const RELEASED = 0xffffffff
 // Events taken from native per drain, and the time one turn of the event loop may spend
@@ -35,8 +39,40 @@ function parseValue(text) {
   }
 }
 const toBoolean = (reply) => reply === true
-const toNumber = (reply) => reply
+const asIs = (reply) => reply
+const toNumber = asIs
 const toNothing = noop
+const toValues = (replies) => {
+  for (let i = 0; i < replies.length; i++) replies[i] = parseValue(replies[i])
+  return replies
+}
+const toScanPage = ([cursor, keys]) => ({ keys, cursor })
+
+// A stream entry's message: its `data` field JSON-parsed, as the official adapter writes it,
+// or, when that is missing or not JSON, the entry's fields as an object.
+function entryMessage(fields) {
+  let data
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === 'data') data = fields[i + 1]
+  }
+  if (data) {
+    try {
+      return JSON.parse(data)
+    } catch {}
+  }
+  const object = {}
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    Object.defineProperty(object, fields[i], { value: fields[i + 1], enumerable: true, writable: true, configurable: true })
+  }
+  return object
+}
+const toStreamMessages = (entries) => {
+  for (let i = 0; i < entries.length; i++) {
+    const [id, fields] = entries[i]
+    entries[i] = { id, message: entryMessage(fields) }
+  }
+  return entries
+}
 
 function serialize(value, what) {
   let text
@@ -97,6 +133,61 @@ function expireTtl(ttl) {
   return toMilliseconds(ttl)
 }
 
+// Per-call option objects, checked like factory options: exactly the keys
+// @igniter-js/store's types declare.
+const SCAN_OPTIONS = new Set(['cursor', 'count'])
+const APPEND_OPTIONS = new Set(['maxLen', 'approximate'])
+const READ_OPTIONS = new Set(['count', 'blockMs'])
+const RANGE_OPTIONS = new Set(['startId', 'endId', 'count', 'reverse'])
+const ENTRY_FIELDS = new Set(['key', 'value', 'ttl'])
+const NO_OPTIONS = Object.freeze({})
+
+function optionsOf(options, known, what) {
+  if (options === undefined || options === null) return NO_OPTIONS
+  if (typeof options !== 'object' || Array.isArray(options)) throw invalidArgument(`${what} must be an object, got ${described(options)}`)
+  for (const name of Object.keys(options)) {
+    if (!known.has(name)) throw invalidArgument(`unknown ${what} key "${name}"; known: ${[...known].join(', ')}`)
+  }
+  return options
+}
+
+// An integer option: absent gives `fallback`; `min` is the least allowed.
+function integerOption(value, what, min, fallback) {
+  if (value === undefined || value === null) return fallback
+  if (typeof value !== 'number') throw invalidArgument(`${what} must be a number, got ${described(value)}`)
+  if (!Number.isSafeInteger(value) || value < min) throw outOfRange(`${what} must be an integer from ${min} to ${Number.MAX_SAFE_INTEGER}, got ${described(value)}`)
+  return value
+}
+
+function booleanOption(value, what) {
+  if (value === undefined || value === null) return false
+  if (typeof value !== 'boolean') throw invalidArgument(`${what} must be a boolean, got ${described(value)}`)
+  return value
+}
+
+function checkArray(value, what) {
+  if (!Array.isArray(value)) throw invalidArgument(`${what} must be an array, got ${described(value)}`)
+}
+
+const U64_MAX = '18446744073709551615'
+const isU64 = (digits) => digits.length < 20 || (digits.length === 20 && digits <= U64_MAX)
+// Redis stream ids: `ms-seq` or `ms` (64-bit numbers), and, where a range takes them, `-` and
+// `+`; `$` (the last entry) where a group starts.
+const STREAM_ID = /^(\d+)(?:-(\d+))?$/
+
+function checkStreamId(id, what, { ends = false, last = false } = {}) {
+  if (typeof id !== 'string') throw invalidArgument(`${what} must be a string, got ${described(id)}`)
+  if ((ends && (id === '-' || id === '+')) || (last && id === '$')) return id
+  const parts = STREAM_ID.exec(id)
+  if (parts === null || !isU64(parts[1]) || (parts[2] !== undefined && !isU64(parts[2]))) {
+    const forms = ["'ms-seq'", "'ms'"]
+    if (ends) forms.push("'-'", "'+'")
+    if (last) forms.push("'$'")
+    throw invalidArgument(`${what} must be a stream id (${forms.join(', ')}), got ${described(id)}`)
+  }
+  return id
+}
+
 const defaultOnError = (err) => process.emitWarning(err)
 
 /**
@@ -143,7 +234,7 @@ class StoreAdapter {
   }
 
   get(key) {
-    return this.#keyed(GET, key, undefined, undefined, parseValue)
+    return this.#keyed(GET, key, parseValue)
   }
 
   set(key, value, options) {
@@ -155,19 +246,26 @@ class StoreAdapter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#call(SET, key, payload, ttlMs, toNothing)
+    return this.#call(SET, key, payload, ttlMs, 0, toNothing)
   }
 
   delete(key) {
-    return this.#keyed(DELETE, key, undefined, undefined, toNothing)
+    return this.#keyed(DELETE, key, toNothing)
   }
 
   has(key) {
-    return this.#keyed(HAS, key, undefined, undefined, toBoolean)
+    return this.#keyed(HAS, key, toBoolean)
   }
 
-  increment(key) {
-    return this.#keyed(INCREMENT, key, undefined, undefined, toNumber)
+  increment(key, delta = 1) {
+    try {
+      checkName(key, 'key')
+      if (typeof delta !== 'number') throw invalidArgument(`delta must be a number, got ${described(delta)}`)
+      if (!Number.isSafeInteger(delta)) throw outOfRange(`delta must be a safe integer, got ${described(delta)}`)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(INCREMENT, key, undefined, delta, 0, toNumber)
   }
 
   expire(key, ttl) {
@@ -178,7 +276,130 @@ class StoreAdapter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#call(EXPIRE, key, undefined, ttlMs, toNothing)
+    return this.#call(EXPIRE, key, undefined, ttlMs, 0, toNothing)
+  }
+
+  setNX(key, value, options) {
+    let payload, ttlMs
+    try {
+      checkName(key, 'key')
+      payload = serialize(value, 'value')
+      ttlMs = setTtl(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(SET_IF_ABSENT, key, payload, ttlMs, 0, toBoolean)
+  }
+
+  mget(keys) {
+    try {
+      checkArray(keys, 'keys')
+      for (let i = 0; i < keys.length; i++) checkName(keys[i], `keys[${i}]`)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (keys.length === 0) return this.#closing ? Promise.reject(closedError()) : Promise.resolve([])
+    return this.#callArgs(GET_MANY, '', undefined, keys, 0, 0, toValues)
+  }
+
+  mset(entries) {
+    let args
+    try {
+      checkArray(entries, 'entries')
+      args = new Array(entries.length * 3)
+      for (let i = 0; i < entries.length; i++) {
+        const entry = entries[i]
+        const what = `entries[${i}]`
+        if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw invalidArgument(`${what} must be an object like { key, value, ttl? }, got ${described(entry)}`)
+        for (const name of Object.keys(entry)) {
+          if (!ENTRY_FIELDS.has(name)) throw invalidArgument(`unknown ${what} key "${name}"; known: ${[...ENTRY_FIELDS].join(', ')}`)
+        }
+        checkName(entry.key, `${what}.key`)
+        args[i * 3] = entry.key
+        args[i * 3 + 1] = serialize(entry.value, `${what}.value`)
+        const ttlMs = setTtl({ ttl: entry.ttl })
+        args[i * 3 + 2] = ttlMs === undefined ? '' : String(ttlMs)
+      }
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (entries.length === 0) return this.#closing ? Promise.reject(closedError()) : Promise.resolve()
+    return this.#callArgs(SET_MANY, '', undefined, args, 0, 0, toNothing)
+  }
+
+  scan(pattern, options) {
+    let cursor, count
+    try {
+      checkName(pattern, 'pattern')
+      const given = optionsOf(options, SCAN_OPTIONS, 'scan options')
+      cursor = given.cursor ?? '0'
+      if (typeof cursor !== 'string') throw invalidArgument(`cursor must be a string, got ${described(cursor)}`)
+      count = integerOption(given.count, 'count', 1, 10)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(SCAN, pattern, cursor, count, 0, toScanPage)
+  }
+
+  xadd(stream, message, options) {
+    let payload, maxLen, approximate
+    try {
+      checkName(stream, 'stream')
+      payload = serialize(message, 'message')
+      const given = optionsOf(options, APPEND_OPTIONS, 'xadd options')
+      maxLen = integerOption(given.maxLen, 'maxLen', 0, -1)
+      approximate = booleanOption(given.approximate, 'approximate')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(STREAM_ADD, stream, payload, maxLen, approximate ? 1 : 0, asIs)
+  }
+
+  xgroupCreate(stream, group, startId = '0') {
+    try {
+      checkName(stream, 'stream')
+      checkName(group, 'group')
+      checkStreamId(startId, 'startId', { last: true })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#callArgs(GROUP_CREATE, stream, group, [startId], 0, 0, toNothing)
+  }
+
+  xreadgroup(stream, group, consumer, options) {
+    let count, blockMs
+    try {
+      checkName(stream, 'stream')
+      checkName(group, 'group')
+      checkName(consumer, 'consumer')
+      const given = optionsOf(options, READ_OPTIONS, 'xreadgroup options')
+      count = integerOption(given.count, 'count', 1, 0)
+      blockMs = integerOption(given.blockMs, 'blockMs', 0, 0)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#callArgs(GROUP_READ, stream, group, [consumer], count, blockMs, toStreamMessages, blockMs > 0)
+  }
+
+  xrange(stream, options) {
+    return this.#range(RANGE, stream, options, 'xrange options')
+  }
+
+  xrevrange(stream, options) {
+    return this.#range(RANGE_REVERSE, stream, options, 'xrevrange options')
+  }
+
+  xack(stream, group, ids) {
+    try {
+      checkName(stream, 'stream')
+      checkName(group, 'group')
+      checkArray(ids, 'ids')
+      for (let i = 0; i < ids.length; i++) checkStreamId(ids[i], `ids[${i}]`)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (ids.length === 0) return this.#closing ? Promise.reject(closedError()) : Promise.resolve()
+    return this.#callArgs(ACK, stream, group, ids, 0, 0, toNothing)
   }
 
   publish(channel, message) {
@@ -189,7 +410,7 @@ class StoreAdapter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#call(PUBLISH, channel, payload, undefined, toNothing)
+    return this.#call(PUBLISH, channel, payload, 0, 0, toNothing)
   }
 
   subscribe(channel, callback) {
@@ -208,7 +429,7 @@ class StoreAdapter {
     const entry = { callbacks: new Set([callback]), ready: null }
     this.#channels.set(channel, entry)
     this.#keepAlive.ref()
-    entry.ready = this.#call(SUBSCRIBE, channel, undefined, undefined, toNothing).catch((err) => {
+    entry.ready = this.#call(SUBSCRIBE, channel, undefined, 0, 0, toNothing).catch((err) => {
       if (this.#channels.get(channel) === entry) this.#channels.delete(channel)
       this.#refreshKeepAlive()
       throw err
@@ -230,14 +451,22 @@ class StoreAdapter {
       if (entry.callbacks.size > 0) return Promise.resolve()
     }
     this.#channels.delete(channel)
-    const done = this.#call(UNSUBSCRIBE, channel, undefined, undefined, toNothing)
+    const done = this.#call(UNSUBSCRIBE, channel, undefined, 0, 0, toNothing)
     this.#refreshKeepAlive()
     return done
   }
 
-  /** Lets calls in flight settle, then releases connections, subscriptions and callbacks. */
+  /**
+   * Lets calls in flight settle, then releases connections, subscriptions and callbacks.
+   * Blocking reads are not waited for: they reject with ERR_STORE_CLOSED at once.
+   */
   close() {
     if (!this.#closing) {
+      for (const [id, call] of this.#pending) {
+        if (!call.blocking) continue
+        this.#pending.delete(id)
+        call.reject(closedError())
+      }
       this.#closing = (async () => {
         // A loop: a settled call's continuation may start an unsubscribe before this resumes.
         while (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))
@@ -255,30 +484,63 @@ class StoreAdapter {
     return `StoreAdapter { ${this.#description}, keyPrefix: ${inspect(this.#keyPrefix, options)}, ${state} }`
   }
 
-  #keyed(op, key, payload, ttlMs, decode) {
+  #keyed(op, key, decode) {
     try {
       checkName(key, 'key')
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#call(op, key, payload, ttlMs, decode)
+    return this.#call(op, key, undefined, 0, 0, decode)
   }
 
-  #call(op, name, payload, ttlMs, decode) {
+  #range(op, stream, options, what) {
+    let startId, endId, count
+    try {
+      checkName(stream, 'stream')
+      const given = optionsOf(options, RANGE_OPTIONS, what)
+      startId = checkStreamId(given.startId ?? '-', 'startId', { ends: true })
+      endId = checkStreamId(given.endId ?? '+', 'endId', { ends: true })
+      count = integerOption(given.count, 'count', 1, 0)
+      // Accepted because the manager passes it; the method says the direction.
+      booleanOption(given.reverse, 'reverse')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#callArgs(op, stream, undefined, [startId, endId], count, 0, toStreamMessages)
+  }
+
+  #call(op, name, payload, first, second, decode) {
     if (this.#closing && op !== UNSUBSCRIBE) return Promise.reject(closedError())
+    const id = this.#prepare(op, first, second)
+    return this.#submitted(id, native.submit(name, payload), decode, false)
+  }
+
+  // A call with more strings than a name and a payload; `blocking` when it may wait on the
+  // server (a blocking read), so close() ends it rather than waiting for it.
+  #callArgs(op, name, payload, args, first, second, decode, blocking = false) {
+    if (this.#closing) return Promise.reject(closedError())
+    const id = this.#prepare(op, first, second)
+    return this.#submitted(id, native.submitArgs(name, payload, args), decode, blocking)
+  }
+
+  #prepare(op, first, second) {
     const id = this.#nextId
     this.#nextId = id === MAX_ID ? 1 : id + 1
     callBuffer[0] = this.#handle
     callBuffer[1] = id
     callBuffer[2] = op
-    callBuffer[3] = ttlMs === undefined ? 0 : ttlMs
-    const reply = native.submit(name, payload)
+    callBuffer[3] = first === undefined ? 0 : first
+    callBuffer[4] = second
+    return id
+  }
+
+  #submitted(id, reply, decode, blocking) {
     if (reply !== undefined) {
-      return Array.isArray(reply) ? Promise.reject(fromNative(reply, this.#secrets)) : Promise.resolve(decode(reply))
+      return isFailure(reply) ? Promise.reject(fromNative(reply, this.#secrets)) : Promise.resolve(decode(reply))
     }
     if (this.#pending.size === 0) this.#keepAlive.ref()
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, decode })
+      this.#pending.set(id, { resolve, reject, decode, blocking })
     })
   }
 
@@ -343,7 +605,7 @@ class StoreAdapter {
     const call = this.#pending.get(id)
     if (call === undefined) return
     this.#pending.delete(id)
-    if (Array.isArray(reply)) call.reject(fromNative(reply, this.#secrets))
+    if (isFailure(reply)) call.reject(fromNative(reply, this.#secrets))
     else call.resolve(call.decode(reply))
   }
 
@@ -383,7 +645,7 @@ function createRedisStoreAdapter(input) {
   const settings = redisOptions(input)
   return new StoreAdapter((wake) => {
     const handle = native.createRedis(settings.native, settings.keyPrefix, settings.channelPrefix, settings.maxPubSubBacklog, wake)
-    if (Array.isArray(handle)) {
+    if (isFailure(handle)) {
       const err = fromNative(handle, settings.secrets)
       throw err.code === codes.INVALID_ARGUMENT ? storeError(TypeError, err.code, err.message) : err
     }

@@ -32,23 +32,28 @@ function redact(text, secrets) {
   return out
 }
 
-// The native side reports failures as [code, message, 'Error' | 'RangeError', details?], where
-// details may say the call can be retried, which subscription was given up, and the system
-// error under a connection failure.
-function fromNative([code, message, errorType, details], secrets) {
-  const err = storeError(errorType === 'RangeError' ? RangeError : Error, code, redact(message, secrets))
-  if (details === undefined) return err
-  if (details.retryable) err.retryable = true
-  if (details.channel !== undefined) err.channel = details.channel
-  if (details.cause !== undefined) {
-    const { code: errno, syscall, address, port, message: text } = details.cause
-    const cause = new Error(redact(text, secrets))
-    Object.assign(cause, { code: errno, syscall })
-    if (address !== undefined) cause.address = address
-    if (port !== undefined) cause.port = port
-    Object.defineProperty(err, 'cause', { value: cause, enumerable: false, writable: true, configurable: true })
+// The native side reports a failure as { code, message, type, retryable?, channel?, cause? }:
+// `type` 'RangeError' for a number out of range, `retryable` when the call can be retried,
+// `channel` for a subscription given up, and `cause` the system error under a connection
+// failure. Bad input found there is a TypeError, as it is when JS finds it.
+function fromNative({ code, message, type, retryable, channel, cause }, secrets) {
+  const ErrorType = type === 'RangeError' ? RangeError : code === codes.INVALID_ARGUMENT ? TypeError : Error
+  const err = storeError(ErrorType, code, redact(message, secrets))
+  if (retryable) err.retryable = true
+  if (channel !== undefined) err.channel = channel
+  if (cause !== undefined) {
+    const { code: errno, syscall, address, port, message: text } = cause
+    const underlying = new Error(redact(text, secrets))
+    Object.assign(underlying, { code: errno, syscall })
+    if (address !== undefined) underlying.address = address
+    if (port !== undefined) underlying.port = port
+    Object.defineProperty(err, 'cause', { value: underlying, enumerable: false, writable: true, configurable: true })
   }
   return err
 }
 
-module.exports = { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative }
+// A reply that is an object (not null, not an array) is a failure: every other reply is a
+// primitive or an array.
+const isFailure = (reply) => typeof reply === 'object' && reply !== null && !Array.isArray(reply)
+
+module.exports = { codes, storeError, invalidArgument, outOfRange, closedError, redact, fromNative, isFailure }

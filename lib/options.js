@@ -7,10 +7,12 @@ const DEFAULT_PORT = 6379
 const REDIS_OPTIONS = new Set([
   'url', 'host', 'port', 'username', 'password', 'db', 'tls', 'keyPrefix',
   'connectTimeout', 'commandTimeout', 'cluster', 'sentinel', 'onError', 'maxPubSubBacklog',
+  'maxBlockingConnections',
 ])
 const MEMORY_OPTIONS = new Set(['keyPrefix', 'name', 'onError', 'maxPubSubBacklog'])
 // Bytes of Pub/Sub messages that may wait in native memory for JS to take them.
 const DEFAULT_BACKLOG = 64 * 1024 * 1024
+const DEFAULT_BLOCKING_CONNECTIONS = 16
 
 const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
 
@@ -218,6 +220,10 @@ function redisOptions(input) {
     tls,
     connectTimeoutMs: milliseconds(options, 'connectTimeout', 10000),
     commandTimeoutMs: milliseconds(options, 'commandTimeout', 5000),
+    // Connections that blocking stream reads hold at once, each its own.
+    maxBlockingConnections: options.maxBlockingConnections === undefined || options.maxBlockingConnections === null
+      ? DEFAULT_BLOCKING_CONNECTIONS
+      : integerIn(options.maxBlockingConnections, 'maxBlockingConnections', 1, 1024),
   }
   const scheme = native.path ? 'unix' : native.tls ? 'rediss' : 'redis'
   const where = native.path ? `unix://${native.path}` : `${scheme}://${native.host.includes(':') ? `[${native.host}]` : native.host}:${native.port}/${native.db}`

@@ -4,6 +4,7 @@
 //! synchronous call.
 
 use std::collections::VecDeque;
+use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,41 +29,48 @@ pub enum Reply {
     Shared(Arc<str>),
     Number(f64),
     Bool(bool),
-    /// JS sees `[code, message, errorType, details?]`: the only array a reply can be.
+    /// An array of replies (none of them errors).
+    List(Vec<Reply>),
+    /// JS sees an object (see `error_object`).
     Error(StoreError),
 }
 
-/// `details`: `{ retryable?, channel?, cause?: { code, syscall, address?, port?, message } }`,
-/// or nothing when the error has none of them.
-unsafe fn error_details(
-    env: sys::napi_env,
-    err: &StoreError,
-) -> napi::Result<Option<sys::napi_value>> {
-    if !err.retryable && err.cause.is_none() && err.channel.is_none() {
-        return Ok(None);
-    }
+/// What JS sees for a failure: `{ code, message, type, retryable?, channel?, cause? }`, where
+/// `type` is the JS error class and `cause` `{ code, syscall, address?, port?, message }`. An
+/// object, so that no reply is mistaken for it: every other reply is a primitive or an array.
+unsafe fn error_object(env: sys::napi_env, err: StoreError) -> napi::Result<sys::napi_value> {
     let env = Env::from_raw(env);
-    let mut details = Object::new(&env)?;
+    let mut object = Object::new(&env)?;
+    object.set("code", err.code.as_str())?;
+    object.set(
+        "type",
+        if err.out_of_range {
+            "RangeError"
+        } else {
+            "Error"
+        },
+    )?;
     if err.retryable {
-        details.set("retryable", true)?;
+        object.set("retryable", true)?;
     }
     if let Some(channel) = &err.channel {
-        details.set("channel", channel.as_str())?;
+        object.set("channel", channel.as_str())?;
     }
     if let Some(cause) = &err.cause {
-        let mut object = Object::new(&env)?;
-        object.set("code", cause.errno)?;
-        object.set("syscall", cause.syscall)?;
-        object.set("message", cause.message.as_str())?;
+        let mut details = Object::new(&env)?;
+        details.set("code", cause.errno)?;
+        details.set("syscall", cause.syscall)?;
+        details.set("message", cause.message.as_str())?;
         if let Some(address) = &cause.address {
-            object.set("address", address.as_str())?;
+            details.set("address", address.as_str())?;
         }
         if let Some(port) = cause.port {
-            object.set("port", u32::from(port))?;
+            details.set("port", u32::from(port))?;
         }
-        details.set("cause", object)?;
+        object.set("cause", details)?;
     }
-    Ok(Some(details.raw()))
+    object.set("message", err.message)?;
+    Ok(object.raw())
 }
 
 impl ToNapiValue for Reply {
@@ -74,21 +82,20 @@ impl ToNapiValue for Reply {
             Reply::Shared(text) => <&str>::to_napi_value(env, &text),
             Reply::Number(n) => f64::to_napi_value(env, n),
             Reply::Bool(b) => bool::to_napi_value(env, b),
-            Reply::Error(err) => {
-                let error_type = if err.out_of_range {
-                    "RangeError"
-                } else {
-                    "Error"
-                };
-                let array = Vec::<&str>::to_napi_value(
+            Reply::List(items) => {
+                let mut array = ptr::null_mut();
+                napi::check_status!(sys::napi_create_array_with_length(
                     env,
-                    vec![err.code.as_str(), &err.message, error_type],
-                )?;
-                if let Some(details) = error_details(env, &err)? {
-                    napi::check_status!(sys::napi_set_element(env, array, 3, details))?;
+                    items.len(),
+                    &mut array
+                ))?;
+                for (i, item) in items.into_iter().enumerate() {
+                    let item = Reply::to_napi_value(env, item)?;
+                    napi::check_status!(sys::napi_set_element(env, array, i as u32, item))?;
                 }
                 Ok(array)
             }
+            Reply::Error(err) => error_object(env, err),
         }
     }
 }
@@ -110,7 +117,7 @@ pub enum Event {
         channel: String,
         payload: String,
     },
-    /// An error that belongs to no call, for `onError`: `[null, [code, message]]`.
+    /// An error that belongs to no call, for `onError`: `[null, error]`.
     Failure(StoreError),
 }
 

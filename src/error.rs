@@ -78,6 +78,10 @@ impl StoreError {
         }
     }
 
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        StoreError::new(ErrorCode::InvalidArgument, message)
+    }
+
     pub fn not_integer() -> Self {
         StoreError::new(ErrorCode::NotInteger, "value is not an integer")
     }

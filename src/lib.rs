@@ -23,7 +23,7 @@ use napi::bindgen_prelude::{
 use napi::{sys, Env, JsValue};
 use napi_derive::napi;
 
-use backend::memory::MemoryStore;
+use backend::memory::{self, MemoryStore};
 use backend::redis::RedisBackend;
 use backend::Op;
 use bridge::{Outbox, Reply};
@@ -52,12 +52,39 @@ struct Adapter {
     /// They differ for an adapter made from an ioredis instance, whose prefix is for keys only.
     key_prefix: String,
     channel_prefix: String,
+    /// `key_prefix` with glob characters escaped: put before a scan's pattern.
+    pattern_prefix: String,
+}
+
+impl Adapter {
+    fn new(
+        backend: Backend,
+        outbox: Arc<Outbox>,
+        key_prefix: String,
+        channel_prefix: String,
+    ) -> Self {
+        let mut pattern_prefix = String::with_capacity(key_prefix.len());
+        for c in key_prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern_prefix.push('\\');
+            }
+            pattern_prefix.push(c);
+        }
+        Adapter {
+            backend,
+            outbox,
+            key_prefix,
+            channel_prefix,
+            pattern_prefix,
+        }
+    }
 }
 
 thread_local! {
     /// This thread's adapters by handle; a closed one leaves its slot empty for reuse.
     static ADAPTERS: RefCell<Vec<Option<Adapter>>> = const { RefCell::new(Vec::new()) };
-    /// `[handle, id, op, ttlMs]` of the next `submit`, written by JS.
+    /// `[handle, id, op, first, second]` of the next `submit`, written by JS; the last two are
+    /// numbers whose meaning depends on the operation (see `Op::decode`).
     static CALL: RefCell<Option<Float64Array>> = const { RefCell::new(None) };
     /// Reused for reading a call's key (after the adapter's prefix) and payload out of JS.
     static KEY: RefCell<Vec<u8>> = RefCell::new(vec![0; USUAL_TEXT]);
@@ -109,12 +136,12 @@ pub fn create_redis(
             return Ok(napi::Either::B(Reply::Error(err)));
         }
     };
-    Ok(napi::Either::A(register(Adapter {
-        backend: Backend::Redis(backend),
+    Ok(napi::Either::A(register(Adapter::new(
+        Backend::Redis(backend),
         outbox,
         key_prefix,
         channel_prefix,
-    })))
+    ))))
 }
 
 /// `name`: a store shared by every adapter of that name in the process; none: a private one.
@@ -130,15 +157,15 @@ pub fn create_memory(
         Some(name) => MemoryStore::named(&name),
         None => MemoryStore::private(),
     };
-    Ok(register(Adapter {
-        backend: Backend::Memory {
+    Ok(register(Adapter::new(
+        Backend::Memory {
             store,
             id: MEMORY_ADAPTERS.fetch_add(1, Ordering::Relaxed),
         },
-        outbox: outbox(wake, backlog_limit)?,
-        channel_prefix: key_prefix.clone(),
+        outbox(wake, backlog_limit)?,
+        key_prefix.clone(),
         key_prefix,
-    }))
+    )))
 }
 
 /// Where `submit` finds its numbers: the first array registered on this thread, which every
@@ -214,19 +241,40 @@ fn shrink(buffer: &mut Vec<u8>) {
     }
 }
 
-/// Runs one operation described by the call buffer `[handle, id, op, ttlMs]` on the key
-/// (or channel) `name`, which gets the adapter's prefix here. Returns its reply when it
+/// Runs one operation described by the call buffer `[handle, id, op, first, second]` on the
+/// key (or channel) `name`, which gets the adapter's prefix here. Returns its reply when it
 /// completed at once (memory, or an error), or `undefined` when the reply will come through
 /// `drain` under `id` (Redis).
 #[napi]
 pub fn submit(env: Env, name: Unknown, payload: Option<Unknown>) -> napi::Result<Reply> {
-    let [handle, id, op, ttl_ms] = CALL.with_borrow(|call| match call.as_deref() {
-        Some([handle, id, op, ttl_ms, ..]) => Ok([*handle, *id, *op, *ttl_ms]),
+    submit_with(env, name, payload, None)
+}
+
+/// `submit` for operations that take more strings than a key and a payload (see `Op`): the
+/// keys among `args` get the adapter's prefix too.
+#[napi]
+pub fn submit_args(
+    env: Env,
+    name: Unknown,
+    payload: Option<Unknown>,
+    args: Array,
+) -> napi::Result<Reply> {
+    submit_with(env, name, payload, Some(args))
+}
+
+fn submit_with(
+    env: Env,
+    name: Unknown,
+    payload: Option<Unknown>,
+    args: Option<Array>,
+) -> napi::Result<Reply> {
+    let [handle, id, op, first, second] = CALL.with_borrow(|call| match call.as_deref() {
+        Some([handle, id, op, first, second, ..]) => Ok([*handle, *id, *op, *first, *second]),
         _ => Err(napi::Error::from_reason(
             "the call buffer is not registered",
         )),
     })?;
-    let Some(op) = Op::decode(op as u32, ttl_ms) else {
+    let Some(mut op) = Op::decode(op as u32, first, second) else {
         return Ok(Reply::Error(StoreError::new(
             ErrorCode::InvalidArgument,
             "unknown operation",
@@ -237,6 +285,10 @@ pub fn submit(env: Env, name: Unknown, payload: Option<Unknown>) -> napi::Result
             let reply = with_adapter(handle as u32, |adapter| {
                 let prefix = match op {
                     Op::Publish | Op::Subscribe | Op::Unsubscribe => &adapter.channel_prefix,
+                    Op::Scan { ref mut strip, .. } => {
+                        *strip = adapter.key_prefix.len();
+                        &adapter.pattern_prefix
+                    }
                     _ => &adapter.key_prefix,
                 };
                 let prefix = prefix.as_bytes();
@@ -249,7 +301,11 @@ pub fn submit(env: Env, name: Unknown, payload: Option<Unknown>) -> napi::Result
                     Some(payload) => read_utf8(env.raw(), payload.raw(), payload_buffer, 0)?,
                     None => "",
                 };
-                Ok::<_, napi::Error>(run(adapter, id as u32, op, key, payload))
+                let args = match &args {
+                    Some(args) => read_args(env, args, op, &adapter.key_prefix)?,
+                    None => Vec::new(),
+                };
+                Ok::<_, napi::Error>(run(adapter, id as u32, op, key, payload, args))
             });
             shrink(key_buffer);
             shrink(payload_buffer);
@@ -261,24 +317,45 @@ pub fn submit(env: Env, name: Unknown, payload: Option<Unknown>) -> napi::Result
         .unwrap_or_else(|| Reply::Error(StoreError::closed())))
 }
 
-fn run(adapter: &Adapter, id: u32, op: Op, key: &str, payload: &str) -> Reply {
+/// The strings of `args`, with `key_prefix` before those that are keys.
+fn read_args(env: Env, args: &Array, op: Op, key_prefix: &str) -> napi::Result<Vec<String>> {
+    let is_key = |i: u32| match op {
+        Op::GetMany => true,
+        Op::SetMany => i % 3 == 0,
+        _ => false,
+    };
+    let mut buffer = Vec::new();
+    (0..args.len())
+        .map(|i| {
+            let arg = args
+                .get::<Unknown>(i)?
+                .ok_or_else(|| napi::Error::from_reason("expected a string"))?;
+            let prefix = if is_key(i) { key_prefix } else { "" };
+            if buffer.len() < prefix.len() {
+                buffer.resize(prefix.len(), 0);
+            }
+            buffer[..prefix.len()].copy_from_slice(prefix.as_bytes());
+            let text = read_utf8(env.raw(), arg.raw(), &mut buffer, prefix.len())?;
+            Ok(text.to_owned())
+        })
+        .collect()
+}
+
+fn run(adapter: &Adapter, id: u32, op: Op, key: &str, payload: &str, args: Vec<String>) -> Reply {
     match &adapter.backend {
         Backend::Memory {
             store,
             id: adapter_id,
-        } => match op {
-            Op::Get => store.get(key),
-            Op::Set { ttl } => store.set(key, payload, ttl),
-            Op::Delete => store.delete(key),
-            Op::Has => store.has(key),
-            Op::Increment => store.increment(key),
-            Op::Expire { ttl } => store.expire(key, ttl),
-            Op::Publish => store.publish(key, payload),
-            Op::Subscribe => store.subscribe(*adapter_id, &adapter.outbox, key),
-            Op::Unsubscribe => store.unsubscribe(*adapter_id, key),
-        },
+        } => {
+            let caller = memory::Caller {
+                adapter: *adapter_id,
+                outbox: &adapter.outbox,
+                call: id,
+            };
+            store.run(caller, op, key, payload, &args)
+        }
         Backend::Redis(redis) => redis
-            .submit(id, op, key, payload)
+            .submit(id, op, key, payload, args)
             .map_or_else(Reply::Error, |()| Reply::Pending),
     }
 }
@@ -316,7 +393,7 @@ pub fn close(handle: u32) {
         .with_borrow_mut(|adapters| adapters.get_mut(handle as usize).and_then(Option::take));
     if let Some(adapter) = adapter {
         if let Backend::Memory { store, id } = &adapter.backend {
-            store.unsubscribe_all(*id);
+            store.forget_adapter(*id);
         }
         adapter.outbox.release_wake();
     }

@@ -18,6 +18,8 @@ pub struct RedisOptions {
     pub tls: Option<TlsOptions>,
     pub connect_timeout_ms: u32,
     pub command_timeout_ms: u32,
+    /// Connections blocking stream reads may hold at once.
+    pub max_blocking_connections: u32,
     /// The server as errors name it: a URL without the password.
     pub target: String,
     /// No URL, host or port was given, so `target` is the default.

@@ -1,27 +1,116 @@
 //! What each operation sends to Redis, and which replies it accepts.
 
 use super::resp::{self, Frame};
-use super::{Op, MAX_SAFE_INTEGER};
+use super::{Op, Request, MAX_SAFE_INTEGER};
 use crate::bridge::Reply;
 use crate::error::{from_server_reply, Refused, StoreError};
 
-/// Appends the operation's command to `out`.
-pub fn encode(out: &mut Vec<u8>, op: &Op, key: &str, payload: &str) {
-    let mut ttl_digits = itoa::Buffer::new();
-    let (key, payload) = (key.as_bytes(), payload.as_bytes());
-    match op {
+/// Appends the request's command to `out`.
+pub fn encode(out: &mut Vec<u8>, request: &Request) {
+    let mut first_digits = itoa::Buffer::new();
+    let mut second_digits = itoa::Buffer::new();
+    let key = request.key.as_bytes();
+    let payload = request.payload.as_bytes();
+    let arg = |i: usize| request.args.get(i).map_or(&b""[..], |a| a.as_bytes());
+    match request.op {
         Op::Get => resp::command(out, &[b"GET", key]),
         Op::Set { ttl: None } => resp::command(out, &[b"SET", key, payload]),
         Op::Set { ttl: Some(ttl) } => {
-            let ms = ttl_digits.format(ttl.as_millis() as u64).as_bytes();
+            let ms = first_digits.format(ttl.as_millis() as u64).as_bytes();
             resp::command(out, &[b"SET", key, payload, b"PX", ms])
+        }
+        Op::SetIfAbsent { ttl: None } => resp::command(out, &[b"SET", key, payload, b"NX"]),
+        Op::SetIfAbsent { ttl: Some(ttl) } => {
+            let ms = first_digits.format(ttl.as_millis() as u64).as_bytes();
+            resp::command(out, &[b"SET", key, payload, b"NX", b"PX", ms])
         }
         Op::Delete => resp::command(out, &[b"DEL", key]),
         Op::Has => resp::command(out, &[b"EXISTS", key]),
-        Op::Increment => resp::command(out, &[b"INCR", key]),
+        Op::Increment { by: 1 } => resp::command(out, &[b"INCR", key]),
+        Op::Increment { by } => {
+            resp::command(out, &[b"INCRBY", key, first_digits.format(by).as_bytes()])
+        }
         Op::Expire { ttl } => {
-            let ms = ttl_digits.format(ttl.as_millis() as u64).as_bytes();
+            let ms = first_digits.format(ttl.as_millis() as u64).as_bytes();
             resp::command(out, &[b"PEXPIRE", key, ms])
+        }
+        Op::GetMany => {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(request.args.len() + 1);
+            args.push(b"MGET");
+            args.extend(request.args.iter().map(|k| k.as_bytes()));
+            resp::command(out, &args)
+        }
+        // Entries with a TTL are sent as SETs of their own (see `RedisBackend::submit`).
+        Op::SetMany => {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(request.args.len() / 3 * 2 + 1);
+            args.push(b"MSET");
+            for entry in request.args.chunks(3) {
+                args.extend(entry.iter().take(2).map(|s| s.as_bytes()));
+            }
+            resp::command(out, &args)
+        }
+        Op::Scan { count, .. } => {
+            let count = first_digits.format(count).as_bytes();
+            resp::command(out, &[b"SCAN", payload, b"MATCH", key, b"COUNT", count])
+        }
+        Op::StreamAdd {
+            max_len: Some(max_len),
+            approximate,
+        } => {
+            let trim: &[u8] = if approximate { b"~" } else { b"=" };
+            let max_len = first_digits.format(max_len).as_bytes();
+            resp::command(
+                out,
+                &[
+                    b"XADD", key, b"MAXLEN", trim, max_len, b"*", b"data", payload,
+                ],
+            )
+        }
+        Op::StreamAdd { max_len: None, .. } => {
+            resp::command(out, &[b"XADD", key, b"*", b"data", payload])
+        }
+        Op::GroupCreate => resp::command(
+            out,
+            &[b"XGROUP", b"CREATE", key, payload, arg(0), b"MKSTREAM"],
+        ),
+        Op::GroupRead { count, block } => {
+            let mut args: Vec<&[u8]> = vec![b"XREADGROUP", b"GROUP", payload, arg(0)];
+            if let Some(count) = count {
+                args.extend([&b"COUNT"[..], first_digits.format(count).as_bytes()]);
+            }
+            if let Some(block) = block {
+                let ms = second_digits.format(block.as_millis() as u64).as_bytes();
+                args.extend([&b"BLOCK"[..], ms]);
+            }
+            args.extend([&b"STREAMS"[..], key, b">"]);
+            resp::command(out, &args)
+        }
+        Op::Range { count, reverse } => {
+            let (name, from, to): (&[u8], _, _) = if reverse {
+                (b"XREVRANGE", arg(1), arg(0))
+            } else {
+                (b"XRANGE", arg(0), arg(1))
+            };
+            match count {
+                Some(count) => resp::command(
+                    out,
+                    &[
+                        name,
+                        key,
+                        from,
+                        to,
+                        b"COUNT",
+                        first_digits.format(count).as_bytes(),
+                    ],
+                ),
+                None => resp::command(out, &[name, key, from, to]),
+            }
+        }
+        Op::Ack => {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(request.args.len() + 3);
+            args.extend([&b"XACK"[..], key, payload]);
+            args.extend(request.args.iter().map(|id| id.as_bytes()));
+            resp::command(out, &args)
         }
         Op::Publish => resp::command(out, &[b"PUBLISH", key, payload]),
         // The subscriber sends these itself, never through a command batch.
@@ -42,9 +131,14 @@ pub enum Outcome {
 
 pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
     let reply = match (op, frame) {
+        (Op::GroupCreate, Frame::Error(message))
+            if bytes[message.clone()].starts_with(b"BUSYGROUP") =>
+        {
+            Reply::Null
+        }
         (op, Frame::Error(message)) => {
             let command = match op {
-                Op::Increment => Refused::Increment,
+                Op::Increment { .. } => Refused::Increment,
                 _ => Refused::Other,
             };
             let err = from_server_reply(&resp::text(bytes, &message), command);
@@ -56,15 +150,100 @@ pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
         (Op::Get, Frame::Nil) => Reply::Null,
         (Op::Get, Frame::Bulk(value)) => Reply::Text(resp::text(bytes, &value)),
         (Op::Has, Frame::Integer(n)) => Reply::Bool(n > 0),
-        (Op::Increment, Frame::Integer(n))
+        (Op::Increment { .. }, Frame::Integer(n))
             if !(-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&n) =>
         {
             Reply::Error(StoreError::out_of_safe_range())
         }
-        (Op::Increment, Frame::Integer(n)) => Reply::Number(n as f64),
-        (Op::Set { .. }, Frame::Status(_)) => Reply::Null,
-        (Op::Delete | Op::Expire { .. } | Op::Publish, Frame::Integer(_)) => Reply::Null,
+        (Op::Increment { .. }, Frame::Integer(n)) => Reply::Number(n as f64),
+        (Op::Set { .. } | Op::SetMany | Op::GroupCreate, Frame::Status(_)) => Reply::Null,
+        (Op::SetIfAbsent { .. }, Frame::Status(_)) => Reply::Bool(true),
+        (Op::SetIfAbsent { .. }, Frame::Nil) => Reply::Bool(false),
+        (Op::Delete | Op::Expire { .. } | Op::Publish | Op::Ack, Frame::Integer(_)) => Reply::Null,
+        (Op::GetMany, Frame::Array(values)) => {
+            let values = values.into_iter().map(|value| match value {
+                Frame::Bulk(value) => Some(Reply::Text(resp::text(bytes, &value))),
+                Frame::Nil => Some(Reply::Null),
+                _ => None,
+            });
+            match values.collect() {
+                Some(values) => Reply::List(values),
+                None => return Outcome::Mismatch,
+            }
+        }
+        (Op::Scan { strip, .. }, Frame::Array(page)) => match <[Frame; 2]>::try_from(page) {
+            Ok([Frame::Bulk(cursor), Frame::Array(keys)]) => {
+                let keys = keys.into_iter().map(|key| match key {
+                    Frame::Bulk(key) => Some(Reply::Text(resp::text(
+                        bytes,
+                        &(key.start + (*strip).min(key.len())..key.end),
+                    ))),
+                    _ => None,
+                });
+                match keys.collect() {
+                    Some(keys) => Reply::List(vec![
+                        Reply::Text(resp::text(bytes, &cursor)),
+                        Reply::List(keys),
+                    ]),
+                    None => return Outcome::Mismatch,
+                }
+            }
+            _ => return Outcome::Mismatch,
+        },
+        (Op::StreamAdd { .. }, Frame::Bulk(id)) => Reply::Text(resp::text(bytes, &id)),
+        // Nothing new (or nothing came while it blocked).
+        (Op::GroupRead { .. }, Frame::Nil) => Reply::List(Vec::new()),
+        (Op::GroupRead { .. }, Frame::Array(streams)) => {
+            // One stream asked for: `[[name, entries]]`.
+            let entries = streams.into_iter().next().and_then(|stream| match stream {
+                Frame::Array(pair) => match <[Frame; 2]>::try_from(pair) {
+                    Ok([Frame::Bulk(_), entries]) => Some(entries),
+                    _ => None,
+                },
+                _ => None,
+            });
+            match entries.and_then(|entries| stream_entries(entries, bytes)) {
+                Some(entries) => entries,
+                None => return Outcome::Mismatch,
+            }
+        }
+        (Op::Range { .. }, entries @ Frame::Array(_)) => match stream_entries(entries, bytes) {
+            Some(entries) => entries,
+            None => return Outcome::Mismatch,
+        },
         _ => return Outcome::Mismatch,
     };
     Outcome::Settled(reply)
+}
+
+/// Stream entries as JS takes them: `[[id, [field, value, ...]], ...]`. An entry deleted
+/// since it was delivered has no fields.
+fn stream_entries(entries: Frame, bytes: &[u8]) -> Option<Reply> {
+    let Frame::Array(entries) = entries else {
+        return None;
+    };
+    let entries = entries.into_iter().map(|entry| {
+        let Frame::Array(entry) = entry else {
+            return None;
+        };
+        let [Frame::Bulk(id), fields] = <[Frame; 2]>::try_from(entry).ok()? else {
+            return None;
+        };
+        let fields = match fields {
+            Frame::Nil => Vec::new(),
+            Frame::Array(fields) => fields
+                .into_iter()
+                .map(|field| match field {
+                    Frame::Bulk(text) => Some(Reply::Text(resp::text(bytes, &text))),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?,
+            _ => return None,
+        };
+        Some(Reply::List(vec![
+            Reply::Text(resp::text(bytes, &id)),
+            Reply::List(fields),
+        ]))
+    });
+    entries.collect::<Option<Vec<_>>>().map(Reply::List)
 }

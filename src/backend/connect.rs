@@ -458,6 +458,7 @@ mod tests {
             tls: None,
             connect_timeout_ms: 1000,
             command_timeout_ms: 1000,
+            max_blocking_connections: 1,
             target: format!("redis://127.0.0.1:{port}/0"),
             target_is_default: true,
         }

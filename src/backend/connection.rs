@@ -37,6 +37,9 @@ pub enum Mode {
     /// Pub/Sub. Messages go to the outbox; a request that times out ends the connection,
     /// since a subscription confirmed later would be one nobody tracks.
     Subscriber,
+    /// One blocking read at a time (XREADGROUP ... BLOCK), from the pool of such connections:
+    /// as `Commands`, but its owner learns when the reply is in, to lend the connection again.
+    Blocking,
 }
 
 /// Where a connection's reader hands what it reads.
@@ -93,6 +96,8 @@ struct Shared {
     arrived: Notify,
     /// Rung once when the reader has ended.
     ended: Notify,
+    /// Rung when nothing is left in flight, or the connection has closed.
+    idle: Notify,
     /// The reader stopped reading because JS has too many messages waiting.
     paused: AtomicBool,
     /// The server has answered something on this connection.
@@ -116,10 +121,9 @@ impl Shared {
         let mut completions = Vec::new();
         for pending in settled {
             match pending {
-                Pending::Call { request, .. } => completions.push(Event::Completion {
-                    id: request.id,
-                    reply: Reply::Error(err.clone()),
-                }),
+                Pending::Call { request, .. } => {
+                    completions.extend(request.settled(Reply::Error(err.clone())))
+                }
                 Pending::Confirm { done, .. } => {
                     let _ = done.send(Err(err.clone()));
                 }
@@ -128,6 +132,7 @@ impl Shared {
         }
         self.sink.outbox.push_all(completions);
         self.ended.notify_one();
+        self.idle.notify_one();
     }
 
     /// Fails the requests whose deadline has passed, oldest first.
@@ -151,10 +156,7 @@ impl Shared {
         self.sink
             .outbox
             .push_all(expired.into_iter().filter_map(|pending| match pending {
-                Pending::Call { request, .. } => Some(Event::Completion {
-                    id: request.id,
-                    reply: Reply::Error(err.clone()),
-                }),
+                Pending::Call { request, .. } => request.settled(Reply::Error(err.clone())),
                 Pending::Confirm { done, .. } => {
                     let _ = done.send(Err(err.clone()));
                     None
@@ -198,6 +200,7 @@ impl Connection {
             }),
             arrived: Notify::new(),
             ended: Notify::new(),
+            idle: Notify::new(),
             paused: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             sink,
@@ -228,6 +231,29 @@ impl Connection {
     /// Not reading for now, because JS has too many messages waiting.
     pub fn is_paused(&self) -> bool {
         self.shared.paused.load(Ordering::Acquire)
+    }
+
+    /// Completes when nothing written is still waiting for its reply (or the connection has
+    /// closed).
+    pub fn idle(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let shared = self.shared.clone();
+        async move {
+            loop {
+                {
+                    let in_flight = lock(&shared.in_flight);
+                    if in_flight.closed || in_flight.queue.is_empty() {
+                        return;
+                    }
+                }
+                shared.idle.notified().await;
+            }
+        }
+    }
+
+    /// Ends the connection at once, failing whatever is in flight with `err`.
+    pub fn abort(&self, err: StoreError) {
+        self.shared.close(err);
+        self.reader.abort();
     }
 
     /// Completes when the connection's reader has ended.
@@ -275,17 +301,15 @@ impl Connection {
     pub async fn send_calls(&mut self, requests: &mut Vec<Request>) -> Result<(), Unsent> {
         self.encoded.clear();
         for request in requests.iter() {
-            command::encode(
-                &mut self.encoded,
-                &request.op,
-                &request.key,
-                &request.payload,
-            );
+            command::encode(&mut self.encoded, request);
         }
         let calls = requests;
         self.write(|now, deadline, queue| {
             queue.extend(calls.drain(..).map(|mut request| {
                 request.first_written.get_or_insert(now);
+                // A blocking read's deadline is later by its block time: the only request on
+                // its connection, so deadlines still pass in write order.
+                let deadline = deadline + request.op.blocks_for();
                 Pending::Call { request, deadline }
             }))
         })
@@ -319,13 +343,16 @@ fn closed() -> StoreError {
 
 /// A connection let go: a command connection's reader still delivers the replies owed (or
 /// fails them when they time out), then closes the socket; a subscriber's stops at once, so
-/// no message comes through a connection the subscriber no longer counts.
+/// no message comes through a connection the subscriber no longer counts, and so does a
+/// blocking read's, whose adapter has closed.
 impl Drop for Connection {
     fn drop(&mut self) {
         lock(&self.shared.in_flight).writer_gone = true;
         self.shared.arrived.notify_one();
-        if self.shared.mode == Mode::Subscriber {
-            self.reader.abort();
+        match self.shared.mode {
+            Mode::Commands => {}
+            Mode::Subscriber => self.reader.abort(),
+            Mode::Blocking => self.abort(StoreError::closed()),
         }
     }
 }
@@ -387,7 +414,7 @@ async fn read(
             let in_flight = lock(&shared.in_flight);
             let oldest = in_flight.oldest_deadline();
             let done = in_flight.writer_gone || in_flight.retired;
-            if in_flight.closed || (oldest.is_none() && done && shared.mode == Mode::Commands) {
+            if in_flight.closed || (oldest.is_none() && done && shared.mode != Mode::Subscriber) {
                 return;
             }
             oldest
@@ -423,9 +450,9 @@ async fn read(
             _ = shared.arrived.notified(), if oldest.is_none() => continue,
             _ = outbox.backlog_taken(), if paused => continue,
         }
-        let parsed = {
+        let (parsed, idle) = {
             let mut in_flight = lock(&shared.in_flight);
-            resp::parse_each(&buf, |frame, bytes| {
+            let parsed = resp::parse_each(&buf, |frame, bytes| {
                 take(
                     &mut in_flight,
                     shared.mode,
@@ -434,8 +461,12 @@ async fn read(
                     &mut events,
                     &mut refused,
                 )
-            })
+            });
+            (parsed, in_flight.queue.is_empty())
         };
+        if idle && shared.mode == Mode::Blocking {
+            shared.idle.notify_one();
+        }
         if !events.is_empty() {
             outbox.push_all(events.drain(..));
         }
@@ -485,7 +516,7 @@ fn take(
 ) -> Result<(), StoreError> {
     let push = match mode {
         Mode::Subscriber => push_kind(&frame, bytes),
-        Mode::Commands => Push::Other,
+        Mode::Commands | Mode::Blocking => Push::Other,
     };
     if let Push::Message(message) = push {
         events.push(message);
@@ -505,10 +536,7 @@ fn take(
             };
             match command::outcome(&request.op, frame, bytes) {
                 Outcome::Settled(reply) => {
-                    events.push(Event::Completion {
-                        id: request.id,
-                        reply,
-                    });
+                    events.extend(request.settled(reply));
                     Ok(())
                 }
                 // Refused with the whole connection: the rest go back with it as it ends.
@@ -523,10 +551,7 @@ fn take(
                 // Out of step with the commands: no later reply can be trusted.
                 Outcome::Mismatch => {
                     let err = resp::protocol_error("a reply that does not fit its command");
-                    events.push(Event::Completion {
-                        id: request.id,
-                        reply: Reply::Error(err.clone()),
-                    });
+                    events.extend(request.settled(Reply::Error(err.clone())));
                     Err(err)
                 }
             }
@@ -560,10 +585,7 @@ fn hand_back(sink: &Sink, refused: impl Iterator<Item = (Request, StoreError)>) 
             None => Some((request, err)),
         };
         if let Some((request, err)) = unsent {
-            failed.push(Event::Completion {
-                id: request.id,
-                reply: Reply::Error(err),
-            });
+            failed.extend(request.settled(Reply::Error(err)));
         }
     }
     sink.outbox.push_all(failed);

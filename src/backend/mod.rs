@@ -4,25 +4,31 @@
 //! The Redis stack, each layer using only the ones below it:
 //! `resp` (the codec) -> `connect` (a socket that has authenticated) -> `connection` (one
 //! pipelined connection and its reader) -> `link` (one server, reconnected on demand) ->
-//! `router` (commands) and `subscriber` (Pub/Sub). `command` is what each operation sends and
+//! `router` (commands), `subscriber` (Pub/Sub) and `blocking` (blocking reads, each on a
+//! connection of its own). `command` is what each operation sends and
 //! which replies it accepts.
 
+mod blocking;
 mod command;
 mod connect;
 mod connection;
+mod glob;
 mod link;
 pub mod memory;
 pub mod redis;
 mod resp;
 mod router;
+mod stream;
 mod subscriber;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use napi_derive::napi;
 
+use crate::bridge::{Event, Reply};
 use crate::error::StoreError;
 
 /// The largest integer a JS number holds exactly: counters stop below it.
@@ -41,26 +47,79 @@ pub enum Operation {
     Publish = 6,
     Subscribe = 7,
     Unsubscribe = 8,
+    SetIfAbsent = 9,
+    GetMany = 10,
+    SetMany = 11,
+    Scan = 12,
+    StreamAdd = 13,
+    GroupCreate = 14,
+    GroupRead = 15,
+    Range = 16,
+    RangeReverse = 17,
+    Ack = 18,
 }
 
-/// One store operation. Keys and channels arrive with the adapter's prefix already on.
+/// One store operation. Keys and channels arrive with the adapter's prefix already on; the
+/// strings an operation takes besides its key are in the request's `payload` and `args`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Op {
     Get,
-    Set { ttl: Option<Duration> },
+    Set {
+        ttl: Option<Duration>,
+    },
+    /// Stores only if the key is absent; answers whether it stored.
+    SetIfAbsent {
+        ttl: Option<Duration>,
+    },
     Delete,
     Has,
-    Increment,
-    Expire { ttl: Duration },
+    Increment {
+        by: i64,
+    },
+    Expire {
+        ttl: Duration,
+    },
+    /// `args`: the keys.
+    GetMany,
+    /// `args`: key, value and TTL in milliseconds (empty for none), for each entry.
+    SetMany,
+    /// The key is the pattern, the payload the cursor; `strip` bytes (the adapter's prefix)
+    /// come off every key found.
+    Scan {
+        count: u64,
+        strip: usize,
+    },
+    /// The payload is the entry's `data` field.
+    StreamAdd {
+        max_len: Option<u64>,
+        approximate: bool,
+    },
+    /// The payload is the group, `args[0]` the id it starts after.
+    GroupCreate,
+    /// The payload is the group, `args[0]` the consumer. Reads entries never delivered to the
+    /// group, waiting up to `block` for one when there are none.
+    GroupRead {
+        count: Option<u64>,
+        block: Option<Duration>,
+    },
+    /// `args`: the low and the high id.
+    Range {
+        count: Option<u64>,
+        reverse: bool,
+    },
+    /// The payload is the group, `args` the ids.
+    Ack,
     Publish,
     Subscribe,
     Unsubscribe,
 }
 
 impl Op {
-    /// `ttl_ms` of 0 means none.
-    pub fn decode(code: u32, ttl_ms: f64) -> Option<Op> {
-        let ttl = (ttl_ms > 0.0).then(|| Duration::from_millis(ttl_ms as u64));
+    /// `first` and `second` are the call buffer's numbers, whose meaning depends on the
+    /// operation; 0 means none where a number is optional.
+    pub fn decode(code: u32, first: f64, second: f64) -> Option<Op> {
+        let ttl = (first > 0.0).then(|| Duration::from_millis(first as u64));
+        let count = (first > 0.0).then_some(first as u64);
         const GET: u32 = Operation::Get as u32;
         const SET: u32 = Operation::Set as u32;
         const DELETE: u32 = Operation::Delete as u32;
@@ -70,18 +129,63 @@ impl Op {
         const PUBLISH: u32 = Operation::Publish as u32;
         const SUBSCRIBE: u32 = Operation::Subscribe as u32;
         const UNSUBSCRIBE: u32 = Operation::Unsubscribe as u32;
+        const SET_IF_ABSENT: u32 = Operation::SetIfAbsent as u32;
+        const GET_MANY: u32 = Operation::GetMany as u32;
+        const SET_MANY: u32 = Operation::SetMany as u32;
+        const SCAN: u32 = Operation::Scan as u32;
+        const STREAM_ADD: u32 = Operation::StreamAdd as u32;
+        const GROUP_CREATE: u32 = Operation::GroupCreate as u32;
+        const GROUP_READ: u32 = Operation::GroupRead as u32;
+        const RANGE: u32 = Operation::Range as u32;
+        const RANGE_REVERSE: u32 = Operation::RangeReverse as u32;
+        const ACK: u32 = Operation::Ack as u32;
         Some(match code {
             GET => Op::Get,
             SET => Op::Set { ttl },
             DELETE => Op::Delete,
             HAS => Op::Has,
-            INCREMENT => Op::Increment,
+            INCREMENT => Op::Increment { by: first as i64 },
             EXPIRE => Op::Expire { ttl: ttl? },
             PUBLISH => Op::Publish,
             SUBSCRIBE => Op::Subscribe,
             UNSUBSCRIBE => Op::Unsubscribe,
+            SET_IF_ABSENT => Op::SetIfAbsent { ttl },
+            GET_MANY => Op::GetMany,
+            SET_MANY => Op::SetMany,
+            SCAN => Op::Scan {
+                count: count?,
+                strip: 0,
+            },
+            STREAM_ADD => Op::StreamAdd {
+                max_len: (first >= 0.0).then_some(first as u64),
+                approximate: second > 0.0,
+            },
+            GROUP_CREATE => Op::GroupCreate,
+            GROUP_READ => Op::GroupRead {
+                count,
+                block: (second > 0.0).then(|| Duration::from_millis(second as u64)),
+            },
+            RANGE => Op::Range {
+                count,
+                reverse: false,
+            },
+            RANGE_REVERSE => Op::Range {
+                count,
+                reverse: true,
+            },
+            ACK => Op::Ack,
             _ => return None,
         })
+    }
+
+    /// How long the server may hold the command before answering, on top of the usual wait.
+    pub fn blocks_for(&self) -> Duration {
+        match self {
+            Op::GroupRead {
+                block: Some(block), ..
+            } => *block,
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -93,6 +197,10 @@ pub struct Request {
     pub op: Op,
     pub key: String,
     pub payload: String,
+    /// Further strings, for operations that take more (see `Op`).
+    pub args: Vec<String>,
+    /// Set when this request is one part of a call sent as several commands.
+    pub joint: Option<Arc<Joint>>,
     /// Until when it may wait for a connection: `connectTimeout` after it was submitted, or,
     /// for a retry, the end of its retries.
     pub wait_until: Instant,
@@ -101,4 +209,44 @@ pub struct Request {
     pub first_written: Option<Instant>,
     pub refusals: u32,
     pub refused: Option<StoreError>,
+}
+
+impl Request {
+    /// The event that settles the call with `reply`; for a part of a call sent as several
+    /// commands, only once every part is settled.
+    pub fn settled(self, reply: Reply) -> Option<Event> {
+        match self.joint {
+            None => Some(Event::Completion { id: self.id, reply }),
+            Some(joint) => joint.part_settled(reply),
+        }
+    }
+}
+
+/// A call sent as several commands (entries with and without a TTL in one `mset`): it
+/// succeeds when every part did, and otherwise fails with the first failure.
+pub struct Joint {
+    id: u32,
+    state: Mutex<(usize, Option<StoreError>)>,
+}
+
+impl Joint {
+    pub fn new(id: u32, parts: usize) -> Arc<Joint> {
+        Arc::new(Joint {
+            id,
+            state: Mutex::new((parts, None)),
+        })
+    }
+
+    fn part_settled(&self, reply: Reply) -> Option<Event> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (left, failure) = &mut *state;
+        *left -= 1;
+        if let Reply::Error(err) = reply {
+            failure.get_or_insert(err);
+        }
+        (*left == 0).then(|| Event::Completion {
+            id: self.id,
+            reply: failure.take().map_or(Reply::Null, Reply::Error),
+        })
+    }
 }

@@ -1,8 +1,10 @@
 //! Redis standalone: a command router and a subscriber, each over its own link to the
-//! server, served by one I/O thread for the whole process.
+//! server, and a pool of connections for blocking reads, served by one I/O thread for the
+//! whole process.
 
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
@@ -10,7 +12,7 @@ use tokio::time::Instant;
 use super::connect::Connector;
 use super::connection::{Mode, Sink};
 use super::link::Link;
-use super::{router, subscriber, Op, Request};
+use super::{blocking, router, subscriber, Joint, Op, Request};
 use crate::bridge::Outbox;
 use crate::error::{ErrorCode, StoreError};
 use crate::options::{RedisOptions, Timeouts};
@@ -18,6 +20,7 @@ use crate::options::{RedisOptions, Timeouts};
 pub struct RedisBackend {
     commands: UnboundedSender<Request>,
     subscriptions: UnboundedSender<Request>,
+    blocking_reads: UnboundedSender<Request>,
     timeouts: Timeouts,
     submitted: Cell<u64>,
 }
@@ -30,6 +33,14 @@ impl RedisBackend {
         let (commands, command_queue) = unbounded_channel();
         let (subscriptions, subscription_queue) = unbounded_channel();
         let (refused, refused_queue) = unbounded_channel();
+        let (blocking_reads, blocking_queue) = unbounded_channel();
+        runtime.spawn(blocking::serve(
+            connector.clone(),
+            timeouts,
+            options.max_blocking_connections.max(1) as usize,
+            blocking_queue,
+            outbox.clone(),
+        ));
         let command_link = Link::new(
             connector.clone(),
             timeouts,
@@ -62,31 +73,120 @@ impl RedisBackend {
         Ok(RedisBackend {
             commands,
             subscriptions,
+            blocking_reads,
             timeouts,
             submitted: Cell::new(0),
         })
     }
 
-    pub fn submit(&self, id: u32, op: Op, key: &str, payload: &str) -> Result<(), StoreError> {
+    pub fn submit(
+        &self,
+        id: u32,
+        op: Op,
+        key: &str,
+        payload: &str,
+        args: Vec<String>,
+    ) -> Result<(), StoreError> {
         let queue = match op {
             Op::Subscribe | Op::Unsubscribe => &self.subscriptions,
+            Op::GroupRead { block: Some(_), .. } => &self.blocking_reads,
             _ => &self.commands,
         };
-        let seq = self.submitted.get() + 1;
-        self.submitted.set(seq);
-        let request = Request {
-            id,
-            seq,
-            op,
-            key: key.to_owned(),
-            payload: payload.to_owned(),
-            wait_until: Instant::now() + self.timeouts.connect,
-            first_written: None,
-            refusals: 0,
-            refused: None,
+        if matches!(op, Op::Scan { .. }) && payload.parse::<u64>().is_err() {
+            return Err(StoreError::invalid_argument(format!(
+                "invalid scan cursor {payload:?}: pass '0' or the cursor a previous scan returned"
+            )));
+        }
+        let wait_until = Instant::now() + self.timeouts.connect;
+        let request = |op, key: String, payload: String, args, joint| {
+            let seq = self.submitted.get() + 1;
+            self.submitted.set(seq);
+            Request {
+                id,
+                seq,
+                op,
+                key,
+                payload,
+                args,
+                joint,
+                wait_until,
+                first_written: None,
+                refusals: 0,
+                refused: None,
+            }
         };
-        queue.send(request).map_err(|_| StoreError::closed())
+        if op == Op::SetMany
+            && args
+                .chunks(3)
+                .any(|entry| entry.get(2).is_some_and(|ttl| !ttl.is_empty()))
+        {
+            // MSET sets no TTL: entries with one go as SETs of their own, pipelined in entry
+            // order with MSETs of the runs between them, so a key given twice ends as the last
+            // entry says, as it would with one MSET.
+            let parts = split_set_many(args);
+            let joint = Joint::new(id, parts.len());
+            for part in parts {
+                let sent = match part {
+                    Part::Run(entries) => request(
+                        Op::SetMany,
+                        String::new(),
+                        String::new(),
+                        entries,
+                        Some(joint.clone()),
+                    ),
+                    Part::Expiring { key, value, ttl } => request(
+                        Op::Set { ttl: Some(ttl) },
+                        key,
+                        value,
+                        Vec::new(),
+                        Some(joint.clone()),
+                    ),
+                };
+                queue.send(sent).map_err(|_| StoreError::closed())?;
+            }
+            return Ok(());
+        }
+        queue
+            .send(request(op, key.to_owned(), payload.to_owned(), args, None))
+            .map_err(|_| StoreError::closed())
     }
+}
+
+enum Part {
+    /// Entries without a TTL, as `SetMany` takes them.
+    Run(Vec<String>),
+    Expiring {
+        key: String,
+        value: String,
+        ttl: Duration,
+    },
+}
+
+/// `SetMany`'s `[key, value, ttlMs]` triples as runs of entries without a TTL and single
+/// entries with one, in entry order.
+fn split_set_many(args: Vec<String>) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut run = Vec::new();
+    let mut args = args.into_iter();
+    while let (Some(key), Some(value), Some(ttl)) = (args.next(), args.next(), args.next()) {
+        match ttl.parse::<u64>() {
+            Ok(ms) if ms > 0 => {
+                if !run.is_empty() {
+                    parts.push(Part::Run(std::mem::take(&mut run)));
+                }
+                parts.push(Part::Expiring {
+                    key,
+                    value,
+                    ttl: Duration::from_millis(ms),
+                });
+            }
+            _ => run.extend([key, value, ttl]),
+        }
+    }
+    if !run.is_empty() {
+        parts.push(Part::Run(run));
+    }
+    parts
 }
 
 /// One runtime thread for the process: a current-thread runtime beat a multi-thread one with

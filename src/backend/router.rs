@@ -11,7 +11,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::link::{backoff, Link};
 use super::Request;
-use crate::bridge::{Event, Outbox, Reply};
+use crate::bridge::{Outbox, Reply};
 use crate::error::StoreError;
 
 /// Commands taken off the queue into one pipeline at most.
@@ -77,9 +77,9 @@ pub async fn serve(
                 waiting = kept;
                 // A call the server refused for now fails with its words, others with the link's.
                 let not_connected = link.not_connected();
-                outbox.push_all(expired.into_iter().map(|request| Event::Completion {
-                    id: request.id,
-                    reply: Reply::Error(request.refused.unwrap_or_else(|| not_connected.clone())),
+                outbox.push_all(expired.into_iter().filter_map(|mut request| {
+                    let err = request.refused.take().unwrap_or_else(|| not_connected.clone());
+                    request.settled(Reply::Error(err))
                 }));
             }
         }
@@ -122,7 +122,7 @@ fn hold(
     let now = Instant::now();
     let deadline = request.first_written.unwrap_or(now) + command_timeout;
     if now >= deadline {
-        outbox.complete(request.id, Reply::Error(err));
+        outbox.push_all(request.settled(Reply::Error(err)));
         return;
     }
     let at = (now + backoff(request.refusals)).min(deadline);
@@ -134,8 +134,5 @@ fn hold(
 }
 
 fn fail(outbox: &Outbox, requests: impl Iterator<Item = Request>, err: &StoreError) {
-    outbox.push_all(requests.map(|request| Event::Completion {
-        id: request.id,
-        reply: Reply::Error(err.clone()),
-    }));
+    outbox.push_all(requests.filter_map(|request| request.settled(Reply::Error(err.clone()))));
 }

@@ -1,0 +1,197 @@
+//! Blocking stream reads (`XREADGROUP ... BLOCK`). The server holds such a read until an entry
+//! comes or its time is up, and answers nothing else on that connection meanwhile, so each
+//! one runs on a connection of its own, lent from a pool: it grows with the reads waiting at
+//! once up to a limit (past it, reads wait for a connection within their connect budget), and
+//! a connection idle for `IDLE` is closed. The adapter's other calls never wait behind a read.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::connect::Connector;
+use super::connection::{Connection, Mode, Sink};
+use super::link::backoff;
+use super::Request;
+use crate::bridge::{Outbox, Reply};
+use crate::error::{ErrorCode, StoreError};
+use crate::options::Timeouts;
+
+/// A connection unused this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// What a lent connection's task gives back.
+enum Returned {
+    /// The read is answered (or failed); the connection, if it can serve another.
+    Connection(Option<Connection>),
+    /// The connection had closed before the read was written: it waits for another.
+    Unsent(Request),
+}
+
+pub async fn serve(
+    connector: Arc<Connector>,
+    timeouts: Timeouts,
+    limit: usize,
+    mut queue: UnboundedReceiver<Request>,
+    outbox: Arc<Outbox>,
+) {
+    let (refused, mut refusals) = unbounded_channel();
+    let sink = Sink {
+        outbox: outbox.clone(),
+        refused: Some(refused),
+    };
+    // Most recently used last, so the oldest is closed first.
+    let mut idle: Vec<(Connection, Instant)> = Vec::new();
+    let mut waiting: VecDeque<Request> = VecDeque::new();
+    let mut lent: JoinSet<Returned> = JoinSet::new();
+    // Reads the server refused for now (LOADING, BUSY), each waiting out its backoff.
+    let mut delayed: JoinSet<Request> = JoinSet::new();
+    loop {
+        while !waiting.is_empty() {
+            let connection = loop {
+                match idle.pop() {
+                    Some((connection, _)) if connection.is_usable() => break Some(connection),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            };
+            match connection {
+                Some(connection) => {
+                    let Some(request) = waiting.pop_front() else {
+                        break;
+                    };
+                    lent.spawn(read(connection, request));
+                }
+                None if lent.len() < limit => {
+                    let Some(request) = waiting.pop_front() else {
+                        break;
+                    };
+                    lent.spawn(open_and_read(
+                        connector.clone(),
+                        timeouts,
+                        sink.clone(),
+                        request,
+                    ));
+                }
+                None => break,
+            }
+        }
+        let close_idle_at = idle.first().map(|(_, since)| *since + IDLE);
+        let give_up_at = waiting.iter().map(|request| request.wait_until).min();
+        tokio::select! {
+            request = queue.recv() => match request {
+                Some(request) => waiting.push_back(request),
+                None => break,
+            },
+            Some(returned) = lent.join_next() => match returned {
+                Ok(Returned::Connection(Some(connection))) => idle.push((connection, Instant::now())),
+                Ok(Returned::Connection(None)) | Err(_) => {}
+                Ok(Returned::Unsent(request)) => waiting.push_front(request),
+            },
+            Some(Ok(request)) = delayed.join_next() => waiting.push_back(request),
+            Some((request, err)) = refusals.recv() => {
+                if let Some(request) = held(request, err, timeouts.command, &outbox) {
+                    let delay = backoff(request.refusals.saturating_sub(1));
+                    delayed.spawn(async move {
+                        sleep(delay).await;
+                        request
+                    });
+                }
+            }
+            _ = sleep_until(close_idle_at.unwrap_or_else(Instant::now)), if close_idle_at.is_some() => {
+                idle.remove(0);
+            }
+            _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                let now = Instant::now();
+                let (expired, kept) = waiting.drain(..).partition(|r| r.wait_until <= now);
+                waiting = kept;
+                let err = pool_full(limit, timeouts.connect);
+                outbox.push_all(expired.into_iter().filter_map(|request: Request| {
+                    let err = request.refused.clone().unwrap_or_else(|| err.clone());
+                    request.settled(Reply::Error(err))
+                }));
+            }
+        }
+    }
+    // The adapter closed: reads end at once (dropping the lent connections aborts them).
+}
+
+/// Sends the read on `connection` and gives the connection back once it is answered.
+async fn read(mut connection: Connection, request: Request) -> Returned {
+    let mut batch = vec![request];
+    if connection.send_calls(&mut batch).await.is_err() {
+        return match batch.pop() {
+            Some(request) => Returned::Unsent(request),
+            None => Returned::Connection(None),
+        };
+    }
+    connection.idle().await;
+    Returned::Connection(connection.is_usable().then_some(connection))
+}
+
+/// A new connection for the read, within what is left of its connect budget; the read fails
+/// with the reason when none can be made.
+async fn open_and_read(
+    connector: Arc<Connector>,
+    timeouts: Timeouts,
+    sink: Sink,
+    request: Request,
+) -> Returned {
+    let budget = request
+        .wait_until
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    match connector.connect_within(budget).await {
+        Ok(stream) => {
+            let connection = Connection::open(
+                stream,
+                Mode::Blocking,
+                sink,
+                timeouts.command,
+                connector.clone(),
+            );
+            read(connection, request).await
+        }
+        Err(err) => {
+            sink.outbox.push_all(request.settled(Reply::Error(err)));
+            Returned::Connection(None)
+        }
+    }
+}
+
+/// A read the server refused for now goes again while it is within `commandTimeout` of its
+/// first writing; past that it fails with the server's words.
+fn held(
+    mut request: Request,
+    err: StoreError,
+    command_timeout: Duration,
+    outbox: &Outbox,
+) -> Option<Request> {
+    let now = Instant::now();
+    let deadline = request.first_written.unwrap_or(now) + command_timeout;
+    if now >= deadline {
+        outbox.push_all(request.settled(Reply::Error(err)));
+        return None;
+    }
+    request.refusals += 1;
+    request.refused = Some(err);
+    request.wait_until = deadline;
+    Some(request)
+}
+
+fn pool_full(limit: usize, waited: Duration) -> StoreError {
+    StoreError {
+        retryable: true,
+        ..StoreError::new(
+            ErrorCode::Connection,
+            format!(
+                "no connection for a blocking read came free within connectTimeout ({} ms): \
+                 all {limit} (maxBlockingConnections) are waiting on reads",
+                waited.as_millis()
+            ),
+        )
+    }
+}
