@@ -42,7 +42,64 @@ export interface KeyValueOptions {
   ttl?: number
 }
 
-/** The Igniter.js `IgniterStoreAdapter` contract, plus `close()`. */
+/** An entry of `mset`. */
+export interface BatchEntry {
+  key: string
+  value: any
+  /** Seconds, fractions allowed; none or 0: no expiry. */
+  ttl?: number
+}
+
+export interface ScanOptions {
+  /** '0' (the default) starts a scan; then pass the cursor the last page returned. */
+  cursor?: string
+  /** About how many keys a page looks at; default 10. */
+  count?: number
+}
+
+export interface ScanResult {
+  /** Matching keys, without the adapter's `keyPrefix`. */
+  keys: string[]
+  /** '0' when the scan is done. */
+  cursor: string
+}
+
+export interface StreamAppendOptions {
+  /** Trim the stream to this many entries, the oldest going first. */
+  maxLen?: number
+  /** Trim with `~`: Redis may keep a few more entries, at less cost. */
+  approximate?: boolean
+}
+
+export interface StreamReadOptions {
+  /** At most this many entries. */
+  count?: number
+  /** Milliseconds to wait for an entry when none is there; none or 0: do not wait. */
+  blockMs?: number
+}
+
+export interface StreamRangeOptions {
+  /** The low end of the range (default '-', the first entry), in both directions. */
+  startId?: string
+  /** The high end of the range (default '+', the last entry), in both directions. */
+  endId?: string
+  /** At most this many entries. */
+  count?: number
+  /** Accepted and ignored: `xrange` reads oldest first, `xrevrange` newest first. */
+  reverse?: boolean
+}
+
+export interface StreamMessage<T = any> {
+  /** `ms-seq`. */
+  id: string
+  /** The entry's `data` field JSON-parsed, or its fields when `data` is missing or not JSON. */
+  message: T
+}
+
+/**
+ * The Igniter.js `IgniterStoreAdapter` contract (`@igniter-js/core`'s, and the larger one of
+ * `@igniter-js/store`), plus `close()`.
+ */
 export interface IgniterStoreAdapter<TClient = unknown> {
   /** The ioredis instance the adapter was made from, or a description of its backend. */
   readonly client: TClient
@@ -54,8 +111,11 @@ export interface IgniterStoreAdapter<TClient = unknown> {
   delete(key: string): Promise<void>
   /** Whether the key exists and has not expired. */
   has(key: string): Promise<boolean>
-  /** Adds 1 atomically and resolves to the new value; a missing key counts from 0. */
-  increment(key: string): Promise<number>
+  /**
+   * Adds `delta` (a safe integer, default 1, negative allowed) atomically and resolves to the
+   * new value; a missing key counts from 0.
+   */
+  increment(key: string, delta?: number): Promise<number>
   /** Sets the key's time to live in seconds; a missing key is left alone. */
   expire(key: string, ttl: number): Promise<void>
   /** Sends `JSON.stringify(message)` to every subscriber of `channel`. */
@@ -64,6 +124,30 @@ export interface IgniterStoreAdapter<TClient = unknown> {
   subscribe<T = any>(channel: string, callback: MessageCallback<T>): Promise<void>
   /** Removes `callback`, or every callback of `channel`. */
   unsubscribe(channel: string, callback?: MessageCallback): Promise<void>
+  /** Stores only if the key is absent, with its TTL, in one step; resolves `true` if it stored. */
+  setNX(key: string, value: any, options?: KeyValueOptions): Promise<boolean>
+  /** The values in key order, `null` for missing ones. */
+  mget<T = any>(keys: string[]): Promise<(T | null)[]>
+  /** Stores every entry, each with its own TTL or none; nothing is written if a value cannot be serialized. */
+  mset(entries: BatchEntry[]): Promise<void>
+  /** One page of the keys matching `pattern` (Redis glob rules); every key present for the whole scan is returned at least once. */
+  scan(pattern: string, options?: ScanOptions): Promise<ScanResult>
+  /** Appends `{ data: JSON.stringify(message) }` and resolves to the entry's id. */
+  xadd(stream: string, message: any, options?: StreamAppendOptions): Promise<string>
+  /** Creates the consumer group (and the stream if missing); `startId` '0' (default), '$' or an id. Idempotent. */
+  xgroupCreate(stream: string, group: string, startId?: string): Promise<void>
+  /**
+   * Entries never delivered to the group, now delivered to `consumer`. With `blockMs`, waits
+   * for one on a connection of its own, never delaying other calls; `close()` ends the wait
+   * (ERR_STORE_CLOSED).
+   */
+  xreadgroup<T = any>(stream: string, group: string, consumer: string, options?: StreamReadOptions): Promise<StreamMessage<T>[]>
+  /** Entries from `startId` to `endId`, oldest first. */
+  xrange<T = any>(stream: string, options?: StreamRangeOptions): Promise<StreamMessage<T>[]>
+  /** Entries from `endId` down to `startId`, newest first. */
+  xrevrange<T = any>(stream: string, options?: StreamRangeOptions): Promise<StreamMessage<T>[]>
+  /** Acknowledges the entries for the group. */
+  xack(stream: string, group: string, ids: string[]): Promise<void>
 }
 
 export interface StoreAdapter<TClient = unknown> extends IgniterStoreAdapter<TClient> {
@@ -106,6 +190,11 @@ export interface RedisStoreOptions {
   onError?: (error: Error) => void
   /** Bytes of Pub/Sub messages that may wait in native memory for JS; default 64 MiB. */
   maxPubSubBacklog?: number
+  /**
+   * Connections blocking stream reads may hold at once, one each; default 16. Past it, reads
+   * wait for one to come free, within `connectTimeout`. Idle ones close after 30 s.
+   */
+  maxBlockingConnections?: number
 }
 
 /** What `client` is when the adapter was not made from an ioredis instance. */

@@ -214,14 +214,14 @@ describe('extended properties (memory)', () => {
       } finally {
         await store.close()
       }
-    }), { numRuns: 150 })
+    }), { numRuns: 1000 })
   })
 
   it('scan returns every key present for the whole scan, under a prefix, while keys are set and deleted between pages', async () => {
-    const name = fc.string({ unit: fc.constantFrom('a', 'b', 'c', '*', ':'), maxLength: 3 })
+    const name = fc.string({ unit: fc.constantFrom('a', 'b', 'c', '*', ':'), maxLength: 4 })
     const change = fc.record({ op: fc.constantFrom('set', 'delete'), where: fc.constantFrom('mine', 'other'), key: name })
     const scenario = fc.record({
-      initial: fc.uniqueArray(name, { maxLength: 40 }),
+      initial: fc.uniqueArray(name, { maxLength: 80 }),
       noise: fc.uniqueArray(name, { maxLength: 10 }),
       changes: fc.array(fc.array(change, { maxLength: 4 }), { maxLength: 30 }),
       doomed: fc.array(fc.nat(), { maxLength: 30 }),
@@ -272,7 +272,7 @@ describe('extended properties (memory)', () => {
       } finally {
         await Promise.all([mine.close(), other.close(), unprefixed.close()])
       }
-    }), { numRuns: 200 })
+    }), { numRuns: 800 })
   })
 
   it('scan follows glob patterns as a regular expression built from the same parts would', async () => {
@@ -285,7 +285,7 @@ describe('extended properties (memory)', () => {
           await store.mset(present.map((key) => ({ key, value: 0 })))
           const { pattern, regexp } = glob(tokens)
           assert.deepEqual(sorted(await scanAll(store, pattern, count)), present.filter((key) => regexp.test(key)).sort(), `pattern ${JSON.stringify(pattern)}`)
-        }), { numRuns: 300 })
+        }), { numRuns: 2000 })
     } finally {
       await store.close()
     }
@@ -388,6 +388,6 @@ describe('extended properties (memory)', () => {
       } finally {
         await Promise.all(stores.map((s) => s.close()))
       }
-    }), { numRuns: 150 })
+    }), { numRuns: 1000 })
   })
 })

@@ -82,16 +82,19 @@ pub async fn serve(
         let close_idle_at = idle.first().map(|(_, since)| *since + IDLE);
         let give_up_at = waiting.iter().map(|request| request.wait_until).min();
         tokio::select! {
-            request = queue.recv() => match request {
-                Some(request) => waiting.push_back(request),
-                None => break,
-            },
+            // Connections given back first: a read that follows the one just answered reuses
+            // its connection rather than opening another.
+            biased;
             Some(returned) = lent.join_next() => match returned {
                 Ok(Returned::Connection(Some(connection))) => idle.push((connection, Instant::now())),
                 Ok(Returned::Connection(None)) | Err(_) => {}
                 Ok(Returned::Unsent(request)) => waiting.push_front(request),
             },
             Some(Ok(request)) = delayed.join_next() => waiting.push_back(request),
+            request = queue.recv() => match request {
+                Some(request) => waiting.push_back(request),
+                None => break,
+            },
             Some((request, err)) = refusals.recv() => {
                 if let Some(request) = held(request, err, timeouts.command, &outbox) {
                     let delay = backoff(request.refusals.saturating_sub(1));

@@ -1,0 +1,126 @@
+'use strict'
+
+// Blocking stream reads on Redis: each on a pooled connection of its own, so a read waiting on
+// the server never holds up the adapter's other calls; the pool's limit, its wait for a free
+// connection, the read's own deadline, and close() ending reads at once.
+
+const { describe, it, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const { startRedis } = require('./helpers/redis-server.js')
+const { waitUntil } = require('./helpers/wait.js')
+const { createRedisStoreAdapter } = require('../index.js')
+
+let server
+before(async () => {
+  server = await startRedis()
+})
+after(async () => {
+  await server.stop()
+})
+
+let streams = 0
+const freshStream = () => `blocking:${++streams}`
+
+// Clients the server holds in a blocking command.
+async function blockedClients() {
+  return Number(/^blocked_clients:(\d+)/m.exec(await server.cli('INFO', 'clients'))[1])
+}
+
+// How a promise has ended so far, without waiting for it.
+function watch(promise) {
+  const state = { settled: false, value: undefined, error: undefined }
+  promise.then((value) => Object.assign(state, { settled: true, value }), (error) => Object.assign(state, { settled: true, error }))
+  return state
+}
+
+describe('blocking stream reads (redis)', () => {
+  it('16 reads waiting on the server hold up no other call, and an append wakes each group', async () => {
+    const adapter = createRedisStoreAdapter({ url: server.url })
+    const stream = freshStream()
+    const groups = Array.from({ length: 16 }, (_, i) => `g${i}`)
+    for (const group of groups) await adapter.xgroupCreate(stream, group, '$')
+    const reads = groups.map((group) => watch(adapter.xreadgroup(stream, group, 'reader', { blockMs: 20000 })))
+    await waitUntil(async () => (await blockedClients()) === 16, { what: '16 blocked reads' })
+
+    // Other calls go through while every read waits.
+    for (let i = 0; i < 50; i++) await adapter.set(`k${i}`, i)
+    assert.deepEqual(await adapter.mget(['k0', 'k49']), [0, 49])
+    assert.equal(reads.filter((read) => read.settled).length, 0)
+
+    const id = await adapter.xadd(stream, { wake: true })
+    await waitUntil(() => reads.every((read) => read.settled), { what: 'every read woken' })
+    for (const read of reads) assert.deepEqual(read.value, [{ id, message: { wake: true } }])
+    await adapter.close()
+  })
+
+  it('past maxBlockingConnections, a read waits for a free connection and then reads', async () => {
+    const adapter = createRedisStoreAdapter({ url: server.url, maxBlockingConnections: 2 })
+    const stream = freshStream()
+    for (const group of ['a', 'b', 'c']) await adapter.xgroupCreate(stream, group, '$')
+    const before = await blockedClients()
+    const reads = ['a', 'b', 'c'].map((group) => watch(adapter.xreadgroup(stream, group, 'reader', { blockMs: 20000 })))
+    await waitUntil(async () => (await blockedClients()) === before + 2, { what: 'two blocked reads' })
+    // The third has no connection: the server holds only two.
+    const connections = (await server.cli('CLIENT', 'LIST')).split('\n').filter((line) => line.includes('cmd=xreadgroup'))
+    assert.equal(connections.length, 2)
+
+    const id = await adapter.xadd(stream, 1)
+    await waitUntil(() => reads.every((read) => read.settled), { what: 'all three reads' })
+    // The third read got a connection freed by the first two, and the entry its group had not seen.
+    for (const read of reads) assert.deepEqual(read.value, [{ id, message: 1 }])
+    await adapter.close()
+  })
+
+  it('a read that finds no free connection within connectTimeout fails, retryable, having read nothing', async () => {
+    const adapter = createRedisStoreAdapter({ url: server.url, maxBlockingConnections: 1, connectTimeout: 200 })
+    const stream = freshStream()
+    await adapter.xgroupCreate(stream, 'g', '$')
+    const first = watch(adapter.xreadgroup(stream, 'g', 'one', { blockMs: 20000 }))
+    await waitUntil(async () => (await blockedClients()) >= 1, { what: 'the first read blocked' })
+    await assert.rejects(adapter.xreadgroup(stream, 'g', 'two', { blockMs: 20000 }), (err) => {
+      assert.equal(err.code, 'ERR_STORE_CONNECTION')
+      assert.equal(err.retryable, true)
+      assert.match(err.message, /maxBlockingConnections/)
+      return true
+    })
+    assert.equal(first.settled, false)
+    const id = await adapter.xadd(stream, 'x')
+    await waitUntil(() => first.settled, { what: 'the first read' })
+    assert.deepEqual(first.value, [{ id, message: 'x' }])
+    await adapter.close()
+  })
+
+  it("a read's deadline is blockMs plus commandTimeout: one that blocks past commandTimeout resolves []", async () => {
+    const adapter = createRedisStoreAdapter({ url: server.url, commandTimeout: 100 })
+    const stream = freshStream()
+    await adapter.xgroupCreate(stream, 'g')
+    assert.deepEqual(await adapter.xreadgroup(stream, 'g', 'c', { blockMs: 400 }), [])
+    await adapter.close()
+  })
+
+  it('close() ends a waiting read at once with ERR_STORE_CLOSED and the server sees its connection go', async () => {
+    const adapter = createRedisStoreAdapter({ url: server.url })
+    const stream = freshStream()
+    await adapter.xgroupCreate(stream, 'g', '$')
+    const before = await blockedClients()
+    const read = adapter.xreadgroup(stream, 'g', 'c', { blockMs: 60000 })
+    await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+    const closed = adapter.close()
+    await assert.rejects(read, { code: 'ERR_STORE_CLOSED' })
+    await closed
+    await waitUntil(async () => (await blockedClients()) === before, { what: 'the blocked connection closed' })
+    await assert.rejects(adapter.xreadgroup(stream, 'g', 'c', { blockMs: 10 }), { code: 'ERR_STORE_CLOSED' })
+  })
+
+  it('a connection lent to a read is reused by the next one', async () => {
+    const adapter = createRedisStoreAdapter({ url: server.url })
+    const stream = freshStream()
+    await adapter.xgroupCreate(stream, 'g', '$')
+    const countConnections = async () => (await server.cli('CLIENT', 'LIST')).split('\n').length
+    assert.deepEqual(await adapter.xreadgroup(stream, 'g', 'c', { blockMs: 20 }), [])
+    const afterFirst = await countConnections()
+    for (let i = 0; i < 5; i++) assert.deepEqual(await adapter.xreadgroup(stream, 'g', 'c', { blockMs: 20 }), [])
+    assert.equal(await countConnections(), afterFirst)
+    await adapter.close()
+  })
+})
