@@ -321,7 +321,7 @@ fn submit_with(
 fn read_args(env: Env, args: &Array, op: Op, key_prefix: &str) -> napi::Result<Vec<String>> {
     let is_key = |i: u32| match op {
         Op::GetMany => true,
-        Op::SetMany => i % 3 == 0,
+        Op::SetMany => i.is_multiple_of(3),
         _ => false,
     };
     let mut buffer = Vec::new();

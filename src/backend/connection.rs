@@ -51,6 +51,9 @@ pub struct Sink {
 }
 
 /// What a request written to the connection waits for.
+// Nearly every entry is a `Call`: boxing it would cost an allocation per call to save space
+// on the rare others.
+#[allow(clippy::large_enum_variant)]
 enum Pending {
     Call {
         request: Request,
