@@ -38,7 +38,29 @@ function adapterClient(create) {
       return subscriber.subscribe(channel, onMessage)
     },
     close: () => Promise.all([store.close(), subscriber?.close()]),
+    // @igniter-js/store's larger contract.
+    mget: (keys) => store.mget(keys),
+    mset: (entries) => store.mset(entries),
+    xadd: (stream, message, options) => store.xadd(stream, message, options),
+    xrange: (stream, options) => store.xrange(stream, options),
+    xgroupCreate: (stream, group, startId) => store.xgroupCreate(stream, group, startId),
+    xreadgroup: (stream, group, consumer, options) => store.xreadgroup(stream, group, consumer, options),
   }
+}
+
+// @igniter-js/store's own Redis adapter over an ioredis instance. It makes a subscriber
+// connection with duplicate() at once and has no close(), so both are disconnected at the end
+// (disconnect, not quit: quit would wait behind a blocking read).
+function igniterStoreAdapter(url) {
+  const Redis = require('ioredis')
+  const { IgniterStoreRedisAdapter } = require('@igniter-js/store/adapters')
+  const redis = new Redis(url, { keyPrefix: prefix })
+  const adapter = IgniterStoreRedisAdapter.create({ redis })
+  adapter.close = async () => {
+    redis.disconnect()
+    adapter.subscriberClient.disconnect()
+  }
+  return adapter
 }
 
 // @igniter-js/adapter-redis over an ioredis instance. The adapter makes its subscriber
@@ -137,6 +159,7 @@ async function makeClient(name, url) {
     // Named, so that a second adapter would share the store.
     case 'kindling-memory': return adapterClient(() => createMemoryStoreAdapter({ name: prefix, keyPrefix: prefix }))
     case 'igniter-adapter-redis': return adapterClient(() => igniterAdapter(url))
+    case 'igniter-store-redis': return adapterClient(() => igniterStoreAdapter(url))
     case 'ioredis': return plainClient(ioredis(url))
     case 'node-redis': return plainClient(await nodeRedis(url))
     case 'valkey-glide': return plainClient(await valkeyGlide(url))
@@ -277,6 +300,70 @@ async function pubsub(client, inFlight) {
   return result
 }
 
+// Batches of 100 keys of 100-byte values: one mget or one mset per call, counted as one op.
+const BATCH = 100
+const batchKeys = (w) => Array.from({ length: BATCH }, (_, i) => `batch:${w}:${i}`)
+
+async function batchGet(client, inFlight) {
+  const keys = Array.from({ length: inFlight }, (_, w) => batchKeys(w))
+  for (const workerKeys of keys) await client.mset(workerKeys.map((key) => ({ key, value: VALUE })))
+  let wrong = 0
+  const result = await timedLoop(inFlight, 1, async (w) => {
+    const values = await client.mget(keys[w])
+    if (values.length !== BATCH || values[BATCH - 1]?.email !== VALUE.email) wrong++
+  })
+  if (wrong > 0) throw new Error(`${wrong} mget calls did not return the values set`)
+  return result
+}
+
+async function batchSet(client, inFlight) {
+  const entries = Array.from({ length: inFlight }, (_, w) => batchKeys(w).map((key) => ({ key, value: VALUE, ttl: 60 })))
+  const result = await timedLoop(inFlight, 1, (w) => client.mset(entries[w]))
+  const check = await client.mget(batchKeys(inFlight - 1))
+  if (check[0]?.id !== VALUE.id) throw new Error('mset did not store its entries')
+  return result
+}
+
+// Appends, trimmed as an app would keep a stream bounded.
+async function streamAppend(client, inFlight) {
+  let wrong = 0
+  const result = await timedLoop(inFlight, 1, async () => {
+    const id = await client.xadd('stream:append', VALUE, { maxLen: 10000, approximate: true })
+    if (typeof id !== 'string') wrong++
+  })
+  if (wrong > 0) throw new Error(`${wrong} xadd calls did not return an id`)
+  return result
+}
+
+// Reads of the 10 oldest entries of a 100-entry stream.
+async function streamRange(client, inFlight) {
+  for (let i = 0; i < 100; i++) await client.xadd('stream:range', { ...VALUE, id: i })
+  let wrong = 0
+  const result = await timedLoop(inFlight, 1, async () => {
+    const entries = await client.xrange('stream:range', { count: 10 })
+    if (entries.length !== 10 || entries[9].message.id !== 9) wrong++
+  })
+  if (wrong > 0) throw new Error(`${wrong} xrange calls did not return the entries`)
+  return result
+}
+
+// set+get while 16 consumers wait in blocking reads on a stream nobody appends to, each
+// reading again as soon as its read returns empty. The reads run until the measurement is
+// over; their count is reported, not timed.
+async function setGetWhileBlocked(client, inFlight) {
+  const READERS = 16
+  const stream = 'stream:idle'
+  await client.xgroupCreate(stream, 'workers', '$')
+  let reading = true
+  const readers = Array.from({ length: READERS }, async (_, r) => {
+    while (reading) await client.xreadgroup(stream, 'workers', `reader-${r}`, { blockMs: 500 })
+  })
+  const result = await setGet(client, inFlight)
+  reading = false
+  await Promise.all(readers)
+  return result
+}
+
 const cases = {
   'setget-1': (client) => setGet(client, 1),
   'setget-64': (client) => setGet(client, 64),
@@ -284,6 +371,11 @@ const cases = {
   'setget10k-64': (client) => setGet(client, 64, LARGE_VALUE),
   'incr-64': (client) => increment(client, 64),
   'pubsub-256': (client) => pubsub(client, 256),
+  'mget100-64': (client) => batchGet(client, 64),
+  'mset100-64': (client) => batchSet(client, 64),
+  'xadd-64': (client) => streamAppend(client, 64),
+  'xrange-64': (client) => streamRange(client, 64),
+  'setget-64-blocked': (client) => setGetWhileBlocked(client, 64),
 }
 
 async function main() {

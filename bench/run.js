@@ -31,9 +31,12 @@ const PLACEMENT = process.env.BENCH_PLACEMENT
 const SERVER_CPU = '1'
 const CLIENT_CPU = { same: '1', cross: '0' }[PLACEMENT]
 
-const COMPETITORS = ['ioredis', 'node-redis', 'valkey-glide', 'igniter-adapter-redis']
+const COMPETITORS = ['ioredis', 'node-redis', 'valkey-glide', 'igniter-adapter-redis', 'igniter-store-redis']
+// The cases of the core contract; @igniter-js/store's adapter takes part in them too.
 const REDIS_CLIENTS = ['kindling', ...COMPETITORS]
 const ALL_CLIENTS = [...REDIS_CLIENTS, 'kindling-memory']
+// The cases of @igniter-js/store's larger contract: the adapters that implement it.
+const STORE_CLIENTS = ['kindling', 'igniter-store-redis', 'kindling-memory']
 const CASES = [
   { id: 'setget-1', title: 'set+get, 1 in flight', unit: 'ops/s', clients: ALL_CLIENTS },
   { id: 'setget-64', title: 'set+get, 64 in flight', unit: 'ops/s', clients: ALL_CLIENTS },
@@ -41,6 +44,11 @@ const CASES = [
   { id: 'setget10k-64', title: 'set+get 10 KB, 64 in flight', unit: 'ops/s', clients: ALL_CLIENTS },
   { id: 'incr-64', title: 'increment, 64 in flight', unit: 'ops/s', clients: REDIS_CLIENTS },
   { id: 'pubsub-256', title: 'Pub/Sub, 256 publishes in flight', unit: 'msg/s', clients: REDIS_CLIENTS },
+  { id: 'mget100-64', title: 'mget of 100 keys, 64 in flight', unit: 'calls/s', clients: STORE_CLIENTS },
+  { id: 'mset100-64', title: 'mset of 100 entries with TTL, 64 in flight', unit: 'calls/s', clients: STORE_CLIENTS },
+  { id: 'xadd-64', title: 'xadd, 64 in flight', unit: 'ops/s', clients: STORE_CLIENTS },
+  { id: 'xrange-64', title: 'xrange of 10 entries, 64 in flight', unit: 'calls/s', clients: STORE_CLIENTS },
+  { id: 'setget-64-blocked', title: 'set+get, 64 in flight, 16 blocking reads waiting', unit: 'ops/s', clients: STORE_CLIENTS },
 ]
 const list = (name) => (process.env[name] ? process.env[name].split(',') : null)
 const ONLY = list('BENCH_CASES')

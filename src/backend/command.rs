@@ -150,10 +150,17 @@ pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
         (Op::Get, Frame::Nil) => Reply::Null,
         (Op::Get, Frame::Bulk(value)) => Reply::Text(resp::text(bytes, &value)),
         (Op::Has, Frame::Integer(n)) => Reply::Bool(n > 0),
+        // Redis holds 64-bit integers: the increment has run, and says what it made.
         (Op::Increment { .. }, Frame::Integer(n))
             if !(-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&n) =>
         {
-            Reply::Error(StoreError::out_of_safe_range())
+            Reply::Error(StoreError {
+                message: format!(
+                    "the increment ran and the value is now {n}, beyond Number.MAX_SAFE_INTEGER: \
+                     a JS number cannot hold it exactly"
+                ),
+                ..StoreError::out_of_safe_range()
+            })
         }
         (Op::Increment { .. }, Frame::Integer(n)) => Reply::Number(n as f64),
         (Op::Set { .. } | Op::SetMany | Op::GroupCreate, Frame::Status(_)) => Reply::Null,
