@@ -42,37 +42,9 @@ const toBoolean = (reply) => reply === true
 const asIs = (reply) => reply
 const toNumber = asIs
 const toNothing = noop
-const toValues = (replies) => {
-  for (let i = 0; i < replies.length; i++) replies[i] = parseValue(replies[i])
-  return replies
-}
+// Replies of many values come as one JSON text (native makes each non-JSON value a string).
+const fromJson = (text) => JSON.parse(text)
 const toScanPage = ([cursor, keys]) => ({ keys, cursor })
-
-// A stream entry's message: its `data` field JSON-parsed, as the official adapter writes it,
-// or, when that is missing or not JSON, the entry's fields as an object.
-function entryMessage(fields) {
-  let data
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (fields[i] === 'data') data = fields[i + 1]
-  }
-  if (data) {
-    try {
-      return JSON.parse(data)
-    } catch {}
-  }
-  const object = {}
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    Object.defineProperty(object, fields[i], { value: fields[i + 1], enumerable: true, writable: true, configurable: true })
-  }
-  return object
-}
-const toStreamMessages = (entries) => {
-  for (let i = 0; i < entries.length; i++) {
-    const [id, fields] = entries[i]
-    entries[i] = { id, message: entryMessage(fields) }
-  }
-  return entries
-}
 
 function serialize(value, what) {
   let text
@@ -299,7 +271,7 @@ class StoreAdapter {
       return Promise.reject(err)
     }
     if (keys.length === 0) return this.#closing ? Promise.reject(closedError()) : Promise.resolve([])
-    return this.#callArgs(GET_MANY, '', undefined, keys, 0, 0, toValues)
+    return this.#callArgs(GET_MANY, '', undefined, keys, 0, 0, fromJson)
   }
 
   mset(entries) {
@@ -378,7 +350,7 @@ class StoreAdapter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#callArgs(GROUP_READ, stream, group, [consumer], count, blockMs, toStreamMessages, blockMs > 0)
+    return this.#callArgs(GROUP_READ, stream, group, [consumer], count, blockMs, fromJson, blockMs > 0)
   }
 
   xrange(stream, options) {
@@ -506,7 +478,7 @@ class StoreAdapter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#callArgs(op, stream, undefined, [startId, endId], count, 0, toStreamMessages)
+    return this.#callArgs(op, stream, undefined, [startId, endId], count, 0, fromJson)
   }
 
   #call(op, name, payload, first, second, decode) {

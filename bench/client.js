@@ -50,17 +50,30 @@ function adapterClient(create) {
 
 // @igniter-js/store's own Redis adapter over an ioredis instance. It makes a subscriber
 // connection with duplicate() at once and has no close(), so both are disconnected at the end
-// (disconnect, not quit: quit would wait behind a blocking read).
+// (disconnect, not quit: quit would wait behind a blocking read). ioredis's keyPrefix misses
+// XGROUP's key, so the prefix goes on the names here, as @igniter-js/store's manager does.
 function igniterStoreAdapter(url) {
   const Redis = require('ioredis')
   const { IgniterStoreRedisAdapter } = require('@igniter-js/store/adapters')
-  const redis = new Redis(url, { keyPrefix: prefix })
+  const redis = new Redis(url)
   const adapter = IgniterStoreRedisAdapter.create({ redis })
-  adapter.close = async () => {
-    redis.disconnect()
-    adapter.subscriberClient.disconnect()
+  return {
+    set: (key, value, options) => adapter.set(prefix + key, value, options),
+    get: (key) => adapter.get(prefix + key),
+    increment: (key) => adapter.increment(prefix + key),
+    publish: (channel, message) => adapter.publish(prefix + channel, message),
+    subscribe: (channel, callback) => adapter.subscribe(prefix + channel, callback),
+    mget: (keys) => adapter.mget(keys.map((key) => prefix + key)),
+    mset: (entries) => adapter.mset(entries.map((entry) => ({ ...entry, key: prefix + entry.key }))),
+    xadd: (stream, message, options) => adapter.xadd(prefix + stream, message, options),
+    xrange: (stream, options) => adapter.xrange(prefix + stream, options),
+    xgroupCreate: (stream, group, startId) => adapter.xgroupCreate(prefix + stream, group, startId),
+    xreadgroup: (stream, group, consumer, options) => adapter.xreadgroup(prefix + stream, group, consumer, options),
+    close: async () => {
+      redis.disconnect()
+      adapter.subscriberClient.disconnect()
+    },
   }
-  return adapter
 }
 
 // @igniter-js/adapter-redis over an ioredis instance. The adapter makes its subscriber

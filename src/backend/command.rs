@@ -1,5 +1,6 @@
 //! What each operation sends to Redis, and which replies it accepts.
 
+use super::json;
 use super::resp::{self, Frame};
 use super::{Op, Request, MAX_SAFE_INTEGER};
 use crate::bridge::Reply;
@@ -167,16 +168,24 @@ pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
         (Op::SetIfAbsent { .. }, Frame::Status(_)) => Reply::Bool(true),
         (Op::SetIfAbsent { .. }, Frame::Nil) => Reply::Bool(false),
         (Op::Delete | Op::Expire { .. } | Op::Publish | Op::Ack, Frame::Integer(_)) => Reply::Null,
+        // One JSON text of the values (see `json`).
         (Op::GetMany, Frame::Array(values)) => {
-            let values = values.into_iter().map(|value| match value {
-                Frame::Bulk(value) => Some(Reply::Text(resp::text(bytes, &value))),
-                Frame::Nil => Some(Reply::Null),
-                _ => None,
-            });
-            match values.collect() {
-                Some(values) => Reply::List(values),
-                None => return Outcome::Mismatch,
+            let mut out = String::with_capacity(2 + values.iter().map(frame_len).sum::<usize>());
+            out.push('[');
+            for (i, value) in values.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match value {
+                    Frame::Bulk(value) => {
+                        json::push_value(&mut out, Some(&resp::text(bytes, &value)))
+                    }
+                    Frame::Nil => json::push_value(&mut out, None),
+                    _ => return Outcome::Mismatch,
+                }
             }
+            out.push(']');
+            Reply::Text(out)
         }
         (Op::Scan { strip, .. }, Frame::Array(page)) => match <[Frame; 2]>::try_from(page) {
             Ok([Frame::Bulk(cursor), Frame::Array(keys)]) => {
@@ -199,7 +208,7 @@ pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
         },
         (Op::StreamAdd { .. }, Frame::Bulk(id)) => Reply::Text(resp::text(bytes, &id)),
         // Nothing new (or nothing came while it blocked).
-        (Op::GroupRead { .. }, Frame::Nil) => Reply::List(Vec::new()),
+        (Op::GroupRead { .. }, Frame::Nil) => Reply::Text("[]".into()),
         (Op::GroupRead { .. }, Frame::Array(streams)) => {
             // One stream asked for: `[[name, entries]]`.
             let entries = streams.into_iter().next().and_then(|stream| match stream {
@@ -223,13 +232,23 @@ pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
     Outcome::Settled(reply)
 }
 
-/// Stream entries as JS takes them: `[[id, [field, value, ...]], ...]`. An entry deleted
-/// since it was delivered has no fields.
+fn frame_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Bulk(range) => range.len() + 8,
+        _ => 8,
+    }
+}
+
+/// Stream entries (`[[id, [field, value, ...]], ...]`) as JS takes them: one JSON text of
+/// `{ id, message }` objects (see `json::push_entry`). An entry deleted since it was
+/// delivered has no fields.
 fn stream_entries(entries: Frame, bytes: &[u8]) -> Option<Reply> {
     let Frame::Array(entries) = entries else {
         return None;
     };
-    let entries = entries.into_iter().map(|entry| {
+    let mut out = String::with_capacity(2 + entries.len() * 160);
+    out.push('[');
+    for (i, entry) in entries.into_iter().enumerate() {
         let Frame::Array(entry) = entry else {
             return None;
         };
@@ -238,19 +257,24 @@ fn stream_entries(entries: Frame, bytes: &[u8]) -> Option<Reply> {
         };
         let fields = match fields {
             Frame::Nil => Vec::new(),
-            Frame::Array(fields) => fields
-                .into_iter()
-                .map(|field| match field {
-                    Frame::Bulk(text) => Some(Reply::Text(resp::text(bytes, &text))),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?,
+            Frame::Array(fields) => fields,
             _ => return None,
         };
-        Some(Reply::List(vec![
-            Reply::Text(resp::text(bytes, &id)),
-            Reply::List(fields),
-        ]))
-    });
-    entries.collect::<Option<Vec<_>>>().map(Reply::List)
+        let mut texts = Vec::with_capacity(fields.len());
+        for field in fields {
+            let Frame::Bulk(text) = field else {
+                return None;
+            };
+            texts.push(resp::text(bytes, &text));
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        let pairs = texts
+            .chunks_exact(2)
+            .map(|pair| (pair[0].as_str(), pair[1].as_str()));
+        json::push_entry(&mut out, &resp::text(bytes, &id), pairs);
+    }
+    out.push(']');
+    Some(Reply::Text(out))
 }

@@ -10,7 +10,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::glob::Pattern;
-use super::stream::{Stream, StreamId};
+use super::json;
+use super::stream::{entries_reply, Stream, StreamId};
 use super::{Op, MAX_SAFE_INTEGER};
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::{ErrorCode, StoreError};
@@ -163,7 +164,7 @@ impl Data {
         });
         for (outbox, call) in timed_out {
             if let Some(outbox) = outbox.upgrade() {
-                outbox.complete(call, Reply::List(Vec::new()));
+                outbox.complete(call, entries_reply(&[]));
             }
         }
         let next_read = self.waiters.iter().map(|w| w.deadline).min();
@@ -204,7 +205,7 @@ impl Data {
                     i += 1;
                     continue;
                 }
-                Some(entries) => Reply::List(entries),
+                Some(entries) => entries_reply(&entries),
                 None => Reply::Error(no_group(stream, &group)),
             };
             let waiter = self.waiters.remove(i);
@@ -412,20 +413,27 @@ impl MemoryStore {
         Reply::Null
     }
 
+    /// The values as one JSON array (see `json`).
     fn get_many(&self, keys: &[String], now: Instant) -> Reply {
         let mut data = lock(&self.data);
-        Reply::List(
-            keys.iter()
-                .map(|key| match data.live(key, now) {
-                    Some(Entry {
-                        value: Value::Text(value),
-                        ..
-                    }) => Reply::Shared(value.clone()),
-                    // As MGET: a key of another type reads as missing.
-                    _ => Reply::Null,
-                })
-                .collect(),
-        )
+        let mut out = String::with_capacity(2 + keys.len() * 128);
+        out.push('[');
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let value = match data.live(key, now) {
+                Some(Entry {
+                    value: Value::Text(value),
+                    ..
+                }) => Some(&**value),
+                // As MGET: a key of another type reads as missing.
+                _ => None,
+            };
+            json::push_value(&mut out, value);
+        }
+        out.push(']');
+        Reply::Text(out)
     }
 
     /// `entries`: key, value and TTL in milliseconds (empty for none) of each; all written
@@ -546,7 +554,7 @@ impl MemoryStore {
         };
         let entries = read.ok_or_else(|| no_group(key, group))?;
         let Some(block) = block.filter(|_| entries.is_empty()) else {
-            return Ok(Reply::List(entries));
+            return Ok(entries_reply(&entries));
         };
         let deadline = now + block;
         data.waiters.push(Waiter {
@@ -581,8 +589,8 @@ impl MemoryStore {
         };
         let (low, high) = (id(0, false)?, id(1, true)?);
         Ok(match lock(&self.data).stream(key, now)? {
-            Some(stream) => stream.range(low, high, count, reverse),
-            None => Reply::List(Vec::new()),
+            Some(stream) => entries_reply(&stream.range(low, high, count, reverse)),
+            None => entries_reply(&[]),
         })
     }
 

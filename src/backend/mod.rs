@@ -13,6 +13,7 @@ mod command;
 mod connect;
 mod connection;
 mod glob;
+mod json;
 mod link;
 pub mod memory;
 pub mod redis;

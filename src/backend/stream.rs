@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::json;
 use crate::bridge::Reply;
 
 /// `ms-seq`: milliseconds since the epoch and a sequence within them.
@@ -46,7 +47,7 @@ impl StreamId {
         Some(StreamId { ms, seq })
     }
 
-    fn text(self) -> String {
+    pub fn text(self) -> String {
         format!("{}-{}", self.ms, self.seq)
     }
 }
@@ -65,15 +66,22 @@ pub struct Stream {
     groups: HashMap<String, Group>,
 }
 
-/// `[id, ["data", data]]`, the shape Redis's replies take.
-fn entry(id: StreamId, data: &Arc<str>) -> Reply {
-    Reply::List(vec![
-        Reply::Text(id.text()),
-        Reply::List(vec![
-            Reply::Text("data".into()),
-            Reply::Shared(data.clone()),
-        ]),
-    ])
+/// An entry: its id and its `data` field.
+pub type Entry = (StreamId, Arc<str>);
+
+/// Entries as JS takes them: one JSON text of `{ id, message }` objects (see `json`).
+pub fn entries_reply(entries: &[Entry]) -> Reply {
+    let mut out =
+        String::with_capacity(2 + entries.iter().map(|(_, d)| d.len() + 48).sum::<usize>());
+    out.push('[');
+    for (i, (id, data)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::push_entry(&mut out, &id.text(), [("data", &**data)].into_iter());
+    }
+    out.push(']');
+    Reply::Text(out)
 }
 
 impl Stream {
@@ -97,25 +105,26 @@ impl Stream {
         id.text()
     }
 
-    pub fn range(&self, low: StreamId, high: StreamId, count: Option<u64>, reverse: bool) -> Reply {
+    pub fn range(
+        &self,
+        low: StreamId,
+        high: StreamId,
+        count: Option<u64>,
+        reverse: bool,
+    ) -> Vec<Entry> {
         if low > high {
-            return Reply::List(Vec::new());
+            return Vec::new();
         }
-        let within = self.entries.range(low..=high);
+        let within = self
+            .entries
+            .range(low..=high)
+            .map(|(id, data)| (*id, data.clone()));
         let take = count.map_or(usize::MAX, |count| count as usize);
-        let entries: Vec<Reply> = if reverse {
-            within
-                .rev()
-                .take(take)
-                .map(|(id, data)| entry(*id, data))
-                .collect()
+        if reverse {
+            within.rev().take(take).collect()
         } else {
-            within
-                .take(take)
-                .map(|(id, data)| entry(*id, data))
-                .collect()
-        };
-        Reply::List(entries)
+            within.take(take).collect()
+        }
     }
 
     /// Creates the group, delivering what comes after `start` (`None`: after the last
@@ -135,7 +144,7 @@ impl Stream {
         group: &str,
         consumer: &str,
         count: Option<u64>,
-    ) -> Option<Vec<Reply>> {
+    ) -> Option<Vec<Entry>> {
         let group = self.groups.get_mut(group)?;
         let take = count.map_or(usize::MAX, |count| count as usize);
         let consumer: Arc<str> = Arc::from(consumer);
@@ -144,7 +153,7 @@ impl Stream {
         for (id, data) in self.entries.range(after).take(take) {
             group.pending.insert(*id, consumer.clone());
             group.last_delivered = *id;
-            delivered.push(entry(*id, data));
+            delivered.push((*id, data.clone()));
         }
         Some(delivered)
     }
@@ -168,20 +177,8 @@ impl Stream {
 mod tests {
     use super::*;
 
-    fn ids(reply: &Reply) -> Vec<String> {
-        let Reply::List(entries) = reply else {
-            panic!("not a list")
-        };
-        entries
-            .iter()
-            .map(|entry| match entry {
-                Reply::List(parts) => match &parts[0] {
-                    Reply::Text(id) => id.clone(),
-                    _ => panic!("no id"),
-                },
-                _ => panic!("not an entry"),
-            })
-            .collect()
+    fn ids(entries: &[Entry]) -> Vec<String> {
+        entries.iter().map(|(id, _)| id.text()).collect()
     }
 
     #[test]
@@ -237,8 +234,8 @@ mod tests {
         stream.create_group("g", Some(StreamId::default()));
         let a = stream.read_group("g", "a", Some(1)).unwrap_or_default();
         let b = stream.read_group("g", "b", None).unwrap_or_default();
-        assert_eq!(ids(&Reply::List(a)), ["10-2"]);
-        assert_eq!(ids(&Reply::List(b)), ["11-0"]);
+        assert_eq!(ids(&a), ["10-2"]);
+        assert_eq!(ids(&b), ["11-0"]);
         assert!(stream
             .read_group("g", "a", None)
             .is_some_and(|rest| rest.is_empty()));
@@ -250,6 +247,6 @@ mod tests {
         stream.create_group("late", None);
         stream.add("5", 12, None);
         let late = stream.read_group("late", "c", None).unwrap_or_default();
-        assert_eq!(ids(&Reply::List(late)), ["12-0"]);
+        assert_eq!(ids(&late), ["12-0"]);
     }
 }
