@@ -92,10 +92,14 @@ function setTtl(options) {
   for (const name of Object.keys(options)) {
     if (!SET_OPTIONS.has(name)) throw invalidArgument(`unknown set option "${name}"; known: ${[...SET_OPTIONS].join(', ')}`)
   }
-  const ttl = options.ttl
+  return storeTtl(options.ttl, 'ttl')
+}
+
+// A TTL to store with (set, setNX, an mset entry): none, 0 or a number of seconds.
+function storeTtl(ttl, what) {
   if (ttl === undefined || ttl === null) return undefined
-  if (typeof ttl !== 'number') throw invalidArgument(`ttl must be a number of seconds, got ${described(ttl)}`)
-  if (!Number.isFinite(ttl) || ttl < 0 || ttl > MAX_TTL) throw outOfRange(`ttl must be a number of seconds from 0 to ${MAX_TTL}, got ${described(ttl)}`)
+  if (typeof ttl !== 'number') throw invalidArgument(`${what} must be a number of seconds, got ${described(ttl)}`)
+  if (!Number.isFinite(ttl) || ttl < 0 || ttl > MAX_TTL) throw outOfRange(`${what} must be a number of seconds from 0 to ${MAX_TTL}, got ${described(ttl)}`)
   return ttl === 0 ? undefined : toMilliseconds(ttl)
 }
 
@@ -289,7 +293,7 @@ class StoreAdapter {
         checkName(entry.key, `${what}.key`)
         args[i * 3] = entry.key
         args[i * 3 + 1] = serialize(entry.value, `${what}.value`)
-        const ttlMs = setTtl({ ttl: entry.ttl })
+        const ttlMs = storeTtl(entry.ttl, `${what}.ttl`)
         args[i * 3 + 2] = ttlMs === undefined ? '' : String(ttlMs)
       }
     } catch (err) {
