@@ -79,7 +79,8 @@ function described(value) {
   if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value)
   if (typeof value === 'bigint') return `${value}n`
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`
 }
 
 // Per-call options are checked like factory options: a typo such as { tll: 60 } must not
@@ -443,6 +444,7 @@ class StoreAdapter {
         this.#pending.delete(id)
         call.reject(closedError())
       }
+      native.endBlockingReads(this.#handle)
       this.#closing = (async () => {
         // A loop: a settled call's continuation may start an unsubscribe before this resumes.
         while (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))

@@ -8,7 +8,7 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { startRedis } = require('./helpers/redis-server.js')
 const { waitUntil } = require('./helpers/wait.js')
-const { createRedisStoreAdapter } = require('../index.js')
+const { createRedisStoreAdapter, createMemoryStoreAdapter } = require('../index.js')
 
 let server
 before(async () => {
@@ -112,6 +112,36 @@ describe('blocking stream reads (redis)', () => {
     await assert.rejects(adapter.xreadgroup(stream, 'g', 'c', { blockMs: 10 }), { code: 'ERR_STORE_CLOSED' })
   })
 
+  it('close() ends a read on the server at once, while the adapter still waits for its other calls', async () => {
+    const adapter = createRedisStoreAdapter({ url: server.url })
+    const stream = freshStream()
+    await adapter.xgroupCreate(stream, 'g', '$')
+    const before = await blockedClients()
+    const read = adapter.xreadgroup(stream, 'g', 'closing', { blockMs: 60000 })
+    await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+    // A write the server holds (it counts as blocked too) keeps close() waiting.
+    const readers = async () => (await server.cli('CLIENT', 'LIST')).split('\n').filter((line) => line.includes('cmd=xreadgroup')).length
+    await server.cli('CLIENT', 'PAUSE', '60000', 'WRITE')
+    try {
+      const held = watch(adapter.set('held', 1))
+      const closed = watch(adapter.close())
+      await assert.rejects(read, { code: 'ERR_STORE_CLOSED' })
+      await waitUntil(async () => (await readers()) === 0, { what: 'the read gone from the server' })
+      assert.equal(held.settled, false)
+      assert.equal(closed.settled, false)
+      await server.cli('CLIENT', 'UNPAUSE')
+      await waitUntil(() => closed.settled, { what: 'close()' })
+      assert.equal(held.error, undefined)
+    } finally {
+      await server.cli('CLIENT', 'UNPAUSE')
+    }
+    // What is appended now goes to a live consumer, not to the closed one.
+    const other = createRedisStoreAdapter({ url: server.url })
+    const id = await other.xadd(stream, 'after')
+    assert.deepEqual(await other.xreadgroup(stream, 'g', 'live'), [{ id, message: 'after' }])
+    await other.close()
+  })
+
   it('a connection lent to a read is reused by the next one', async () => {
     const adapter = createRedisStoreAdapter({ url: server.url })
     const stream = freshStream()
@@ -123,4 +153,26 @@ describe('blocking stream reads (redis)', () => {
     assert.equal(await countConnections(), afterFirst)
     await adapter.close()
   })
+})
+
+describe('a blocking read on a stream that goes away', () => {
+  for (const backend of ['memory', 'redis']) {
+    it(`ends with Redis's UNBLOCKED error when the stream is deleted or overwritten (${backend})`, async () => {
+      const adapter = backend === 'redis' ? createRedisStoreAdapter({ url: server.url }) : createMemoryStoreAdapter()
+      for (const end of [(stream) => adapter.delete(stream), (stream) => adapter.set(stream, 'a value now')]) {
+        const stream = freshStream()
+        await adapter.xgroupCreate(stream, 'g', '$')
+        const before = backend === 'redis' ? await blockedClients() : 0
+        const read = adapter.xreadgroup(stream, 'g', 'c', { blockMs: 60000 })
+        if (backend === 'redis') await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+        await end(stream)
+        await assert.rejects(read, (err) => {
+          assert.equal(err.code, 'ERR_STORE_REDIS')
+          assert.match(err.message, /^UNBLOCKED the stream key no longer exists/)
+          return true
+        })
+      }
+      await adapter.close()
+    })
+  }
 })

@@ -118,6 +118,39 @@ describe('memory store', () => {
     await Promise.all([a.close(), b.close()])
   })
 
+  it('a blocking read in a worker thread is woken by an append from this thread, and a worker ended mid-read harms nothing', async () => {
+    const { Worker } = require('node:worker_threads')
+    const name = `worker-streams-${process.pid}`
+    const store = createMemoryStoreAdapter({ name })
+    await store.xgroupCreate('jobs', 'workers', '$')
+    const source = `
+      const { parentPort, workerData } = require('node:worker_threads')
+      const { createMemoryStoreAdapter } = require(workerData.index)
+      const store = createMemoryStoreAdapter({ name: workerData.name })
+      // Waiting in the store once the call returns: then the main thread is told.
+      const read = store.xreadgroup('jobs', 'workers', workerData.consumer, { blockMs: 60000 })
+      parentPort.postMessage('reading')
+      read.then((entries) => parentPort.postMessage(entries))
+    `
+    const start = (consumer) => new Worker(source, { eval: true, workerData: { index: require.resolve('../index.js'), name, consumer } })
+    const next = (worker) => new Promise((resolve, reject) => {
+      worker.once('message', resolve)
+      worker.once('error', reject)
+    })
+    // A worker ended while its read waits: its read, first in line, must not take the entry.
+    const ended = start('gone')
+    await next(ended)
+    await ended.terminate()
+
+    const worker = start('reader')
+    await next(worker)
+    const read = next(worker)
+    const id = await store.xadd('jobs', { job: 1 })
+    assert.deepEqual(await read, [{ id, message: { job: 1 } }])
+    await worker.terminate()
+    await store.close()
+  })
+
   it('refuses bad options', () => {
     for (const bad of [1, 'x', { name: 1 }, { name: '' }, { keyPrefix: 2 }, { onError: 1 }, { nmae: 'typo' }]) {
       assert.throws(() => createMemoryStoreAdapter(bad), (err) => err instanceof TypeError && err.code === 'ERR_STORE_INVALID_ARGUMENT')

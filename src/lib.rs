@@ -385,6 +385,16 @@ pub fn memory_entry_count(handle: u32) -> u32 {
     .unwrap_or(0)
 }
 
+/// Ends the adapter's blocking reads at once (JS has rejected them), as it starts closing:
+/// the server sees their connections close, and nothing more is read for them.
+#[napi]
+pub fn end_blocking_reads(handle: u32) {
+    with_adapter(handle, |adapter| match &adapter.backend {
+        Backend::Memory { store, id } => store.end_blocking_reads(*id),
+        Backend::Redis(redis) => redis.end_blocking_reads(),
+    });
+}
+
 /// Stops the adapter: its connections close once the commands in flight are answered, and
 /// the JS dispatcher is let go.
 #[napi]
@@ -393,7 +403,8 @@ pub fn close(handle: u32) {
         .with_borrow_mut(|adapters| adapters.get_mut(handle as usize).and_then(Option::take));
     if let Some(adapter) = adapter {
         if let Backend::Memory { store, id } = &adapter.backend {
-            store.forget_adapter(*id);
+            store.end_blocking_reads(*id);
+            store.unsubscribe_all(*id);
         }
         adapter.outbox.release_wake();
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -36,6 +37,7 @@ pub async fn serve(
     timeouts: Timeouts,
     limit: usize,
     mut queue: UnboundedReceiver<Request>,
+    mut stop: oneshot::Receiver<()>,
     outbox: Arc<Outbox>,
 ) {
     let (refused, mut refusals) = unbounded_channel();
@@ -85,6 +87,8 @@ pub async fn serve(
             // Connections given back first: a read that follows the one just answered reuses
             // its connection rather than opening another.
             biased;
+            // The adapter is closing (or gone): JS has rejected the reads.
+            _ = &mut stop => break,
             Some(returned) = lent.join_next() => match returned {
                 Ok(Returned::Connection(Some(connection))) => idle.push((connection, Instant::now())),
                 Ok(Returned::Connection(None)) | Err(_) => {}
@@ -119,7 +123,8 @@ pub async fn serve(
             }
         }
     }
-    // The adapter closed: reads end at once (dropping the lent connections aborts them).
+    // Reads end at once: dropping the lent and idle connections aborts their readers, so the
+    // server sees them close and hands out nothing more to them.
 }
 
 /// Sends the read on `connection` and gives the connection back once it is answered.

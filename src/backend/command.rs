@@ -54,18 +54,25 @@ pub fn encode(out: &mut Vec<u8>, request: &Request) {
             let count = first_digits.format(count).as_bytes();
             resp::command(out, &[b"SCAN", payload, b"MATCH", key, b"COUNT", count])
         }
+        // Plain `MAXLEN n` trims exactly on every server version (`=` needs Redis 6.2).
         Op::StreamAdd {
             max_len: Some(max_len),
             approximate,
         } => {
-            let trim: &[u8] = if approximate { b"~" } else { b"=" };
             let max_len = first_digits.format(max_len).as_bytes();
-            resp::command(
-                out,
-                &[
-                    b"XADD", key, b"MAXLEN", trim, max_len, b"*", b"data", payload,
-                ],
-            )
+            if approximate {
+                resp::command(
+                    out,
+                    &[
+                        b"XADD", key, b"MAXLEN", b"~", max_len, b"*", b"data", payload,
+                    ],
+                )
+            } else {
+                resp::command(
+                    out,
+                    &[b"XADD", key, b"MAXLEN", max_len, b"*", b"data", payload],
+                )
+            }
         }
         Op::StreamAdd { max_len: None, .. } => {
             resp::command(out, &[b"XADD", key, b"*", b"data", payload])

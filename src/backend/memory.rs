@@ -88,7 +88,13 @@ impl Data {
     fn put(&mut self, key: &str, entry: Entry) {
         let expires_at = entry.expires_at;
         match self.entries.get_mut(key) {
-            Some(slot) => *slot = entry,
+            Some(slot) => {
+                let was_stream = matches!(slot.value, Value::Stream(_));
+                *slot = entry;
+                if was_stream {
+                    self.unblock(key);
+                }
+            }
             None => {
                 let key: Arc<str> = Arc::from(key);
                 self.keys.insert(key.clone());
@@ -102,9 +108,33 @@ impl Data {
     }
 
     fn remove(&mut self, key: &str) {
-        if self.entries.remove(key).is_some() {
+        if let Some(old) = self.entries.remove(key) {
             self.keys.remove(key);
+            if matches!(old.value, Value::Stream(_)) {
+                self.unblock(key);
+            }
         }
+    }
+
+    /// Ends the reads waiting on a stream that is gone (deleted, expired or overwritten), as
+    /// Redis does, in its words.
+    fn unblock(&mut self, stream: &str) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let gone = StoreError::new(
+            ErrorCode::Redis,
+            "UNBLOCKED the stream key no longer exists",
+        );
+        self.waiters.retain(|waiter| {
+            if waiter.stream != stream {
+                return true;
+            }
+            if let Some(outbox) = waiter.outbox.upgrade() {
+                outbox.complete(waiter.call, Reply::Error(gone.clone()));
+            }
+            false
+        });
     }
 
     /// The key as the map holds it, or a new one.
@@ -191,6 +221,12 @@ impl Data {
         while i < self.waiters.len() {
             if self.waiters[i].stream != stream {
                 i += 1;
+                continue;
+            }
+            // The read of an adapter whose thread is gone (a worker ended mid-read) must not
+            // take entries nobody will receive.
+            if self.waiters[i].outbox.strong_count() == 0 {
+                self.waiters.remove(i);
                 continue;
             }
             let waiter = &self.waiters[i];
@@ -662,12 +698,16 @@ impl MemoryStore {
         Reply::Null
     }
 
-    /// Drops the closed adapter's subscriptions and blocking reads (JS has ended the reads).
-    pub fn forget_adapter(&self, adapter: u64) {
+    /// Drops the closed adapter's subscriptions.
+    pub fn unsubscribe_all(&self, adapter: u64) {
         lock(&self.channels).retain(|_, subscribers| {
             subscribers.retain(|s| s.adapter != adapter);
             !subscribers.is_empty()
         });
+    }
+
+    /// Drops the closing adapter's blocking reads (JS has ended them).
+    pub fn end_blocking_reads(&self, adapter: u64) {
         lock(&self.data).waiters.retain(|w| w.adapter != adapter);
     }
 

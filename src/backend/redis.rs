@@ -2,11 +2,12 @@
 //! server, and a pool of connections for blocking reads, served by one I/O thread for the
 //! whole process.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::connect::Connector;
@@ -21,6 +22,8 @@ pub struct RedisBackend {
     commands: UnboundedSender<Request>,
     subscriptions: UnboundedSender<Request>,
     blocking_reads: UnboundedSender<Request>,
+    /// Dropped to end the blocking reads at once, before the adapter's other calls settle.
+    stop_blocking_reads: RefCell<Option<oneshot::Sender<()>>>,
     timeouts: Timeouts,
     submitted: Cell<u64>,
 }
@@ -34,11 +37,13 @@ impl RedisBackend {
         let (subscriptions, subscription_queue) = unbounded_channel();
         let (refused, refused_queue) = unbounded_channel();
         let (blocking_reads, blocking_queue) = unbounded_channel();
+        let (stop_blocking_reads, stop) = oneshot::channel();
         runtime.spawn(blocking::serve(
             connector.clone(),
             timeouts,
             options.max_blocking_connections.max(1) as usize,
             blocking_queue,
+            stop,
             outbox.clone(),
         ));
         let command_link = Link::new(
@@ -74,9 +79,14 @@ impl RedisBackend {
             commands,
             subscriptions,
             blocking_reads,
+            stop_blocking_reads: RefCell::new(Some(stop_blocking_reads)),
             timeouts,
             submitted: Cell::new(0),
         })
+    }
+
+    pub fn end_blocking_reads(&self) {
+        self.stop_blocking_reads.borrow_mut().take();
     }
 
     pub fn submit(
