@@ -240,7 +240,7 @@ function machine() {
   return [
     `- CPUs (nproc): ${tryRun('nproc', [])}, model: ${cpuModel}`,
     `- Node.js ${process.version}, redis-server ${(tryRun('redis-server', ['--version']).match(/v=(\S+)/) || [])[1] ?? 'unknown'}`,
-    `- ioredis ${version('ioredis')}, redis (node-redis) ${version('redis')}, @valkey/valkey-glide ${version('@valkey/valkey-glide')}, @igniter-js/adapter-redis ${version('@igniter-js/adapter-redis')}`,
+    `- ioredis ${version('ioredis')}, redis (node-redis) ${version('redis')}, @valkey/valkey-glide ${version('@valkey/valkey-glide')}, @igniter-js/adapter-redis ${version('@igniter-js/adapter-redis')}, @igniter-js/store ${version('@igniter-js/store')}`,
     `- kindling at commit ${tryRun('git', ['rev-parse', '--short', 'HEAD'])}, run ${new Date().toISOString().slice(0, 10)}`,
   ].join('\n')
 }
@@ -253,7 +253,7 @@ function command() {
 function benchmarksMarkdown(table, issues) {
   return `# Benchmarks
 
-Kindling's Redis adapter against four other ways to use Redis from Node.js, all against one
+Kindling's Redis adapter against five other ways to use Redis from Node.js, all against one
 private \`redis-server\` on loopback that the harness starts, each measurement in a fresh Node.js
 process:
 
@@ -264,7 +264,10 @@ process:
   1000 to 2048, which otherwise refuses the 1024-in-flight case;
 - **igniter-adapter-redis**: \`@igniter-js/adapter-redis\`, Igniter.js's own store adapter over an
   ioredis instance (\`new Redis(url, { keyPrefix })\`), used through the same adapter methods as
-  Kindling's.
+  Kindling's;
+- **igniter-store-redis**: \`IgniterStoreRedisAdapter\` of \`@igniter-js/store\` (the store's own
+  adapter over one ioredis instance), the competitor on the cases of that larger contract
+  (batches, streams), used through the same adapter methods.
 
 The in-process memory adapter is shown for scale: it does no I/O. The competitors other than
 ioredis come from \`bench/package.json\`, installed into \`bench/node_modules\` on the first run.
@@ -296,6 +299,12 @@ ${table}
   measured window, divided by ops. CPU µs/op (main thread) is the JS thread alone, from
   \`/proc/self/task/<pid>/stat\` (10 ms ticks). Event-loop utilization is
   \`performance.eventLoopUtilization()\` over the same window. Redis's own CPU is not counted.
+- The @igniter-js/store cases: \`mget\` of 100 keys and \`mset\` of 100 entries (100-byte values,
+  each entry with a 60 s TTL) count one op per call; \`xadd\` appends the 100-byte value with
+  \`{ maxLen: 10000, approximate: true }\`; \`xrange\` reads the 10 oldest entries of a 100-entry
+  stream. "16 blocking reads waiting": 16 consumers loop \`xreadgroup(..., { blockMs: 500 })\` on
+  a stream nobody appends to while set+get runs as in the set+get case; the official adapter
+  sends those reads on its one connection, so its set+get waits behind them.
 - Pub/Sub: one publisher and one subscriber (a second adapter, a \`duplicate()\` connection, or a
   second Glide client) in the same process; every message carries a sequence number and its
   send time. msg/s counts messages received during the measured window, and CPU µs/op is per
