@@ -215,15 +215,7 @@ class StoreAdapter {
   }
 
   set(key, value, options) {
-    let payload, ttlMs
-    try {
-      checkName(key, 'key')
-      payload = serialize(value, 'value')
-      ttlMs = setTtl(options)
-    } catch (err) {
-      return Promise.reject(err)
-    }
-    return this.#call(SET, key, payload, ttlMs, 0, toNothing)
+    return this.#store(SET, key, value, options, toNothing)
   }
 
   delete(key) {
@@ -257,15 +249,7 @@ class StoreAdapter {
   }
 
   setNX(key, value, options) {
-    let payload, ttlMs
-    try {
-      checkName(key, 'key')
-      payload = serialize(value, 'value')
-      ttlMs = setTtl(options)
-    } catch (err) {
-      return Promise.reject(err)
-    }
-    return this.#call(SET_IF_ABSENT, key, payload, ttlMs, 0, toBoolean)
+    return this.#store(SET_IF_ABSENT, key, value, options, toBoolean)
   }
 
   mget(keys) {
@@ -469,6 +453,19 @@ class StoreAdapter {
       return Promise.reject(err)
     }
     return this.#call(op, key, undefined, 0, 0, decode)
+  }
+
+  // set and setNX: a value stored under a key, with set's options.
+  #store(op, key, value, options, decode) {
+    let payload, ttlMs
+    try {
+      checkName(key, 'key')
+      payload = serialize(value, 'value')
+      ttlMs = setTtl(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#call(op, key, payload, ttlMs, 0, decode)
   }
 
   #range(op, stream, options, what) {

@@ -8,6 +8,7 @@
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const fc = require('fast-check')
+const { compareIds } = require('./helpers/expect.js')
 const { createMemoryStoreAdapter } = require('../index.js')
 
 let names = 0
@@ -132,18 +133,6 @@ function glob(tokens) {
   return { pattern, regexp: new RegExp(`^${source}$`) }
 }
 
-// Stream ids as [ms, seq], compared as numbers.
-function parseId(id) {
-  const match = /^(\d+)-(\d+)$/.exec(id)
-  assert.ok(match, `${id} is an 'ms-seq' id`)
-  return [BigInt(match[1]), BigInt(match[2])]
-}
-function compareIds(a, b) {
-  const [am, as] = parseId(a)
-  const [bm, bs] = parseId(b)
-  if (am !== bm) return am < bm ? -1 : 1
-  return as === bs ? 0 : as < bs ? -1 : 1
-}
 
 const group = fc.constantFrom('g1', 'g2', 'g3')
 const consumer = fc.constantFrom('c1', 'c2', 'c3')

@@ -9,7 +9,7 @@ const { inspect } = require('node:util')
 const Redis = require('ioredis')
 const { backends } = require('./helpers/backends.js')
 const { waitUntil } = require('./helpers/wait.js')
-const { hasCode } = require('./helpers/expect.js')
+const { hasCode, parseId, compareIds } = require('./helpers/expect.js')
 const { startRedis } = require('./helpers/redis-server.js')
 const { createRedisStoreAdapter } = require('../index.js')
 
@@ -47,18 +47,6 @@ async function refused(call, code, type, what) {
   }, `${what} resolved`)
 }
 
-// Stream ids as [ms, seq], compared as numbers.
-function parseId(id) {
-  const match = /^(\d+)-(\d+)$/.exec(id)
-  assert.ok(match, `${show(id)} is an 'ms-seq' id`)
-  return [BigInt(match[1]), BigInt(match[2])]
-}
-function compareIds(a, b) {
-  const [am, as] = parseId(a)
-  const [bm, bs] = parseId(b)
-  if (am !== bm) return am < bm ? -1 : 1
-  return as === bs ? 0 : as < bs ? -1 : 1
-}
 const assertIncreasing = (ids, what) => {
   for (let i = 1; i < ids.length; i++) assert.ok(compareIds(ids[i - 1], ids[i]) < 0, `${what}: ${ids[i - 1]} before ${ids[i]}`)
 }

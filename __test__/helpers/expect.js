@@ -9,4 +9,19 @@ const hasCode = (code, type = Error) => (err) => {
   return true
 }
 
-module.exports = { hasCode }
+// A stream id 'ms-seq' as [ms, seq], numbers as Redis compares them.
+function parseId(id) {
+  const match = /^(\d+)-(\d+)$/.exec(id)
+  assert.ok(match, `${JSON.stringify(id)} is an 'ms-seq' id`)
+  return [BigInt(match[1]), BigInt(match[2])]
+}
+
+// Orders two stream ids as Redis does (numbers, not text).
+function compareIds(a, b) {
+  const [am, as] = parseId(a)
+  const [bm, bs] = parseId(b)
+  if (am !== bm) return am < bm ? -1 : 1
+  return as === bs ? 0 : as < bs ? -1 : 1
+}
+
+module.exports = { hasCode, parseId, compareIds }
