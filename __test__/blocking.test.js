@@ -22,8 +22,8 @@ let streams = 0
 const freshStream = () => `blocking:${++streams}`
 
 // Clients the server holds in a blocking command.
-async function blockedClients() {
-  return Number(/^blocked_clients:(\d+)/m.exec(await server.cli('INFO', 'clients'))[1])
+async function blockedClients(on = server) {
+  return Number(/^blocked_clients:(\d+)/m.exec(await on.cli('INFO', 'clients'))[1])
 }
 
 // How a promise has ended so far, without waiting for it.
@@ -155,6 +155,52 @@ describe('blocking stream reads (redis)', () => {
   })
 })
 
+describe('a blocking read and a full server (maxclients)', () => {
+  it('waits within connectTimeout for a slot, then reads', async () => {
+    const net = require('node:net')
+    const full = await startRedis('--maxclients', '3')
+    const adapter = createRedisStoreAdapter({ url: full.url, connectTimeout: 10000 })
+    await adapter.xgroupCreate('s', 'g', '$')
+    // The adapter's command connection and two more fill the server.
+    const fillers = []
+    for (let i = 0; i < 2; i++) {
+      const socket = net.connect(full.port, '127.0.0.1')
+      await new Promise((resolve) => socket.once('connect', resolve))
+      fillers.push(socket)
+    }
+    // redis-cli would need a slot of its own: the server is asked through a filler instead.
+    const ask = (socket, command) => new Promise((resolve) => {
+      let reply = ''
+      const onData = (chunk) => {
+        reply += chunk
+        const header = /^\$(\d+)\r\n/.exec(reply)
+        if (header && reply.length >= header[0].length + Number(header[1])) {
+          socket.off('data', onData)
+          resolve(reply)
+        }
+      }
+      socket.on('data', onData)
+      socket.write(`${command}\r\n`)
+    })
+    const stat = async (name) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(await ask(fillers[0], 'INFO'))[1])
+    try {
+      const read = watch(adapter.xreadgroup('s', 'g', 'c', { blockMs: 20000 }))
+      await waitUntil(async () => (await stat('rejected_connections')) >= 2, { what: 'two refused connection attempts' })
+      // A slot frees: the next attempt gets it, and the read waits on the server.
+      fillers.pop().destroy()
+      await waitUntil(async () => (await stat('blocked_clients')) === 1, { what: 'the read blocked' })
+      assert.equal(read.settled, false)
+      const id = await adapter.xadd('s', 'in')
+      await waitUntil(() => read.settled, { what: 'the read' })
+      assert.deepEqual(read.value, [{ id, message: 'in' }])
+    } finally {
+      fillers.forEach((socket) => socket.destroy())
+      await adapter.close()
+      await full.stop()
+    }
+  })
+})
+
 describe('a blocking read on a stream that goes away', () => {
   for (const backend of ['memory', 'redis']) {
     it(`ends with Redis's UNBLOCKED error when the stream is deleted or overwritten (${backend})`, async () => {
@@ -163,14 +209,15 @@ describe('a blocking read on a stream that goes away', () => {
         const stream = freshStream()
         await adapter.xgroupCreate(stream, 'g', '$')
         const before = backend === 'redis' ? await blockedClients() : 0
-        const read = adapter.xreadgroup(stream, 'g', 'c', { blockMs: 60000 })
-        if (backend === 'redis') await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
-        await end(stream)
-        await assert.rejects(read, (err) => {
+        // Watched from the start: the read may end before the delete's own reply comes.
+        const read = assert.rejects(adapter.xreadgroup(stream, 'g', 'c', { blockMs: 60000 }), (err) => {
           assert.equal(err.code, 'ERR_STORE_REDIS')
           assert.match(err.message, /^UNBLOCKED the stream key no longer exists/)
           return true
         })
+        if (backend === 'redis') await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+        await end(stream)
+        await read
       }
       await adapter.close()
     })

@@ -141,31 +141,41 @@ async fn read(mut connection: Connection, request: Request) -> Returned {
 }
 
 /// A new connection for the read, within what is left of its connect budget; the read fails
-/// with the reason when none can be made.
+/// with the reason when none can be made. A server refusing connections for now (maxclients)
+/// is tried again with backoff within that budget, as the router does.
 async fn open_and_read(
     connector: Arc<Connector>,
     timeouts: Timeouts,
     sink: Sink,
     request: Request,
 ) -> Returned {
-    let budget = request
-        .wait_until
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    match connector.connect_within(budget).await {
-        Ok(stream) => {
-            let connection = Connection::open(
-                stream,
-                Mode::Blocking,
-                sink,
-                timeouts.command,
-                connector.clone(),
-            );
-            read(connection, request).await
-        }
-        Err(err) => {
-            sink.outbox.push_all(request.settled(Reply::Error(err)));
-            Returned::Connection(None)
+    let mut failures = 0;
+    loop {
+        let budget = request
+            .wait_until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        match connector.connect_within(budget).await {
+            Ok(stream) => {
+                let connection = Connection::open(
+                    stream,
+                    Mode::Blocking,
+                    sink,
+                    timeouts.command,
+                    connector.clone(),
+                );
+                return read(connection, request).await;
+            }
+            Err(err)
+                if err.retryable && Instant::now() + backoff(failures) < request.wait_until =>
+            {
+                sleep(backoff(failures)).await;
+                failures += 1;
+            }
+            Err(err) => {
+                sink.outbox.push_all(request.settled(Reply::Error(err)));
+                return Returned::Connection(None);
+            }
         }
     }
 }
