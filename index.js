@@ -423,12 +423,16 @@ class StoreAdapter {
    */
   close() {
     if (!this.#closing) {
+      // Blocking reads end now: the pool stops reading for them first, then a read whose
+      // reply has already come settles with it (its entries are this consumer's now), and
+      // only the others are rejected.
+      native.endBlockingReads(this.#handle)
+      this.#settleAll(native.drain(this.#handle, DRAIN_LIMIT, false))
       for (const [id, call] of this.#pending) {
         if (!call.blocking) continue
         this.#pending.delete(id)
         call.reject(closedError())
       }
-      native.endBlockingReads(this.#handle)
       this.#closing = (async () => {
         // A loop: a settled call's continuation may start an unsubscribe before this resumes.
         while (this.#pending.size > 0) await new Promise((resolve) => (this.#whenIdle = resolve))

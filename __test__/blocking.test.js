@@ -155,6 +155,42 @@ describe('blocking stream reads (redis)', () => {
   })
 })
 
+describe('close() and a read already answered', () => {
+  it('a read whose entry came before close() resolves with it (memory: deterministic)', async () => {
+    const name = `answered-${process.pid}`
+    const a = createMemoryStoreAdapter({ name })
+    const b = createMemoryStoreAdapter({ name })
+    await a.xgroupCreate('s', 'g', '$')
+    const read = a.xreadgroup('s', 'g', 'c1', { blockMs: 60000 })
+    // b's append answers a's read inside the store; a's JS has not taken the answer yet.
+    const id = await b.xadd('s', { job: 1 })
+    const closing = a.close()
+    assert.deepEqual(await read, [{ id, message: { job: 1 } }])
+    await closing
+    assert.deepEqual(await b.xreadgroup('s', 'g', 'c2'), [])
+    await b.close()
+  })
+})
+
+describe('replies with more than a million elements', () => {
+  it('a scan page of 1.1 million keys arrives whole, and calls behind it are answered', async () => {
+    const big = await startRedis('--enable-debug-command', 'yes')
+    const adapter = createRedisStoreAdapter({ url: big.url })
+    try {
+      assert.equal(await big.cli('DEBUG', 'POPULATE', '1100000', 'many'), 'OK')
+      const page = adapter.scan('many:*', { count: 2000000 })
+      const after = adapter.increment('counter')
+      const { keys, cursor } = await page
+      assert.equal(cursor, '0')
+      assert.equal(keys.length, 1100000)
+      assert.equal(await after, 1)
+    } finally {
+      await adapter.close()
+      await big.stop()
+    }
+  })
+})
+
 describe('a blocking read and a full server (maxclients)', () => {
   it('waits within connectTimeout for a slot, then reads', async () => {
     const net = require('node:net')

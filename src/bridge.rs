@@ -13,7 +13,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, JsValue, Status, Unknown};
 use tokio::sync::Notify;
 
-use crate::error::StoreError;
+use crate::error::{ErrorCode, StoreError};
 
 /// Wakes the adapter's JS dispatcher. Weak: it never keeps the event loop alive by itself.
 pub type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>;
@@ -73,13 +73,40 @@ unsafe fn error_object(env: sys::napi_env, err: StoreError) -> napi::Result<sys:
     Ok(object.raw())
 }
 
+/// A JS string of `text`, or, when V8 cannot hold one that long (about 512 MB of UTF-16; a
+/// value of control characters escaped in a JSON reply grows sixfold), the failure of that
+/// call alone rather than of the whole drain.
+unsafe fn text_value(env: sys::napi_env, text: &str) -> napi::Result<sys::napi_value> {
+    match <&str>::to_napi_value(env, text) {
+        Ok(value) => Ok(value),
+        Err(_) => {
+            let mut pending = false;
+            sys::napi_is_exception_pending(env, &mut pending);
+            if pending {
+                let mut exception = ptr::null_mut();
+                sys::napi_get_and_clear_last_exception(env, &mut exception);
+            }
+            error_object(
+                env,
+                StoreError::new(
+                    ErrorCode::Serialize,
+                    format!(
+                        "the reply ({} MB as text) is too long for a JS string",
+                        text.len() / (1024 * 1024)
+                    ),
+                ),
+            )
+        }
+    }
+}
+
 impl ToNapiValue for Reply {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
         match val {
             Reply::Pending => <()>::to_napi_value(env, ()),
             Reply::Null => Null::to_napi_value(env, Null),
-            Reply::Text(text) => String::to_napi_value(env, text),
-            Reply::Shared(text) => <&str>::to_napi_value(env, &text),
+            Reply::Text(text) => text_value(env, &text),
+            Reply::Shared(text) => text_value(env, &text),
             Reply::Number(n) => f64::to_napi_value(env, n),
             Reply::Bool(b) => bool::to_napi_value(env, b),
             Reply::List(items) => {

@@ -172,20 +172,22 @@ fn string(bytes: &[u8], mut at: usize) -> Option<usize> {
 
 /// Appends `text` as a JSON string.
 pub fn push_string(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let mut plain_from = 0;
     for (i, byte) in text.bytes().enumerate() {
-        let escaped = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0..=0x1f => "",
-            _ => continue,
-        };
+        if !matches!(byte, b'"' | b'\\' | 0..=0x1f) {
+            continue;
+        }
         out.push_str(&text[plain_from..i]);
-        if escaped.is_empty() {
-            out.push_str(&format!("\\u{byte:04x}"));
-        } else {
-            out.push_str(escaped);
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(HEX[usize::from(byte >> 4)] as char);
+                out.push(HEX[usize::from(byte & 0xf)] as char);
+            }
         }
         plain_from = i + 1;
     }
@@ -217,6 +219,9 @@ pub fn push_entry<'a>(
         Some((_, data)) if !data.is_empty() && is_json(data) => out.push_str(data),
         _ => {
             out.push('{');
+            // As the fields of @igniter-js/store's own adapter: set one by one on a plain
+            // object, where `__proto__` sets nothing.
+            let fields = fields.filter(|(name, _)| *name != "__proto__");
             for (i, (name, value)) in fields.enumerate() {
                 if i > 0 {
                     out.push(',');

@@ -42,10 +42,11 @@ pub enum Parsed {
 }
 
 /// The most a length header may announce: Redis's own ceiling for a bulk string
-/// (`proto-max-bulk-len` is 512 MB by default), and far more elements than any reply these
-/// commands get. A header past them is a broken or hostile peer, not a reply to wait for.
+/// (`proto-max-bulk-len` is 512 MB by default), and for an array the most elements a reply can
+/// hold (an `mget` or `xrange` may ask for millions; room is made as elements arrive, never
+/// from the header). A header past them is a broken or hostile peer, not a reply to wait for.
 const MAX_BULK: i64 = 512 * 1024 * 1024;
-const MAX_ELEMENTS: i64 = 1024 * 1024;
+const MAX_ELEMENTS: i64 = i32::MAX as i64;
 /// Arrays within arrays: CLUSTER SLOTS and XREADGROUP replies nest four deep; past this a
 /// peer is sending something no command gets.
 const MAX_DEPTH: usize = 8;
@@ -258,7 +259,7 @@ mod tests {
         assert!(refused(b":12x\r\n").contains("malformed number"));
         assert!(refused(b"$3\r\nabcd\r\n").contains("wrong length"));
         assert!(refused(b"$999999999999\r\n").contains("512 MB"));
-        assert!(refused(b"*99999999\r\n").contains("too long"));
+        assert!(refused(b"*2147483648\r\n").contains("too long"));
         assert!(refused(b"%1\r\n").contains("type"));
         let endless = vec![b'+'; MAX_LINE + 2];
         assert!(refused(&endless).contains("no end"));
