@@ -21,9 +21,11 @@ async function freePort() {
 }
 
 class RedisServer {
-  constructor(port, args) {
+  /** `sentinelConfig`: the path of a sentinel's config file, which then runs as a sentinel. */
+  constructor(port, args, sentinelConfig = null) {
     this.port = port
     this.args = args
+    this.sentinelConfig = sentinelConfig
     this.process = null
   }
 
@@ -33,11 +35,12 @@ class RedisServer {
 
   /** `waitForLoad: false` returns once the server listens, while it may still load its data. */
   async start({ waitForLoad = true } = {}) {
-    const ready = waitForLoad ? 'Ready to accept connections' : 'Server initialized'
-    const child = spawn('redis-server', [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--daemonize', 'no', '--loglevel', 'notice', ...this.args,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const ready = this.sentinelConfig ? '+monitor master' : waitForLoad ? 'Ready to accept connections' : 'Server initialized'
+    const args = this.sentinelConfig
+      ? [this.sentinelConfig, '--sentinel', '--daemonize', 'no', ...this.args]
+      : ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+          '--daemonize', 'no', '--loglevel', 'notice', ...this.args]
+    const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
     this.process = child
     started.add(child)
     child.once('exit', () => started.delete(child))
@@ -97,4 +100,4 @@ process.once('exit', () => {
   }
 })
 
-module.exports = { startRedis, freePort }
+module.exports = { startRedis, freePort, RedisServer }
