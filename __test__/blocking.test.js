@@ -259,3 +259,20 @@ describe('a blocking read on a stream that goes away', () => {
     })
   }
 })
+
+describe('an append trimmed away at once (maxLen 0)', () => {
+  for (const backend of ['memory', 'redis']) {
+    it(`answers a waiting read with nothing, as Redis does (${backend})`, async () => {
+      const adapter = backend === 'redis' ? createRedisStoreAdapter({ url: server.url }) : createMemoryStoreAdapter()
+      const stream = freshStream()
+      await adapter.xgroupCreate(stream, 'g', '$')
+      const before = backend === 'redis' ? await blockedClients() : 0
+      const read = watch(adapter.xreadgroup(stream, 'g', 'c', { blockMs: 60000 }))
+      if (backend === 'redis') await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+      await adapter.xadd(stream, 'gone', { maxLen: 0 })
+      await waitUntil(() => read.settled, { what: 'the read answered' })
+      assert.deepEqual(read.value, [])
+      await adapter.close()
+    })
+  }
+})

@@ -13,11 +13,16 @@ const { waitUntil } = require('./wait.js')
 const MASTER_NAME = 'mymaster'
 
 async function startSentinelSetup({ replicas = 1, sentinels = 3, downAfterMs = 1000, failoverTimeoutMs = 5000, sentinelPassword = null } = {}) {
-  const master = await startRedis()
-  const replicaServers = []
-  for (let i = 0; i < replicas; i++) replicaServers.push(await startRedis('--replicaof', '127.0.0.1', String(master.port)))
-  // A sentinel rewrites its config file: each gets one of its own.
+  // Replication writes RDB files and a sentinel rewrites its config file: all of it goes in a
+  // directory of the setup's own, never in the working directory, where any later
+  // redis-server started there would load it.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kindling-sentinel-'))
+  const master = await startRedis('--dir', dir)
+  const replicaServers = []
+  for (let i = 0; i < replicas; i++) {
+    const replicaDir = fs.mkdtempSync(path.join(dir, 'replica-'))
+    replicaServers.push(await startRedis('--dir', replicaDir, '--replicaof', '127.0.0.1', String(master.port)))
+  }
   const sentinelServers = []
   for (let i = 0; i < sentinels; i++) {
     const port = await freePort()

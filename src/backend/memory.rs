@@ -233,14 +233,14 @@ impl Data {
             let (group, consumer, count) =
                 (waiter.group.clone(), waiter.consumer.clone(), waiter.count);
             let read = match self.stream(stream, now) {
+                Ok(Some(s)) if s.appended_since(&group) == Some(false) => {
+                    i += 1;
+                    continue;
+                }
                 Ok(Some(s)) => s.read_group(&group, &consumer, count),
                 _ => None,
             };
             let reply = match read {
-                Some(entries) if entries.is_empty() => {
-                    i += 1;
-                    continue;
-                }
                 Some(entries) => entries_reply(&entries),
                 None => Reply::Error(no_group(stream, &group)),
             };

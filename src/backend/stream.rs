@@ -158,6 +158,15 @@ impl Stream {
         Some(delivered)
     }
 
+    /// Whether entries were added since the group's last delivery, even if trimmed away since
+    /// (Redis then answers a waiting read, with nothing if nothing is left); `None` when the
+    /// group does not exist.
+    pub fn appended_since(&self, group: &str) -> Option<bool> {
+        self.groups
+            .get(group)
+            .map(|group| self.last_id > group.last_delivered)
+    }
+
     pub fn ack(&mut self, group: &str, ids: impl Iterator<Item = StreamId>) {
         if let Some(group) = self.groups.get_mut(group) {
             for id in ids {
