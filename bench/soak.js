@@ -24,7 +24,7 @@ async function main() {
   const store = createRedisStoreAdapter({ url: server.url, commandTimeout: COMMAND_TIMEOUT, onError: () => {} })
   const listener = createRedisStoreAdapter({ url: server.url, commandTimeout: COMMAND_TIMEOUT, onError: () => {} })
 
-  const stats = { calls: 0, ok: 0, failed: new Map(), wrongValue: 0, slowest: 0, published: 0, received: 0, outages: 0, downMs: 0 }
+  const stats = { calls: 0, ok: 0, failed: new Map(), wrongValue: 0, slowest: 0, published: 0, received: 0, outages: 0, downMs: 0, groupsRemade: 0 }
   const rss = []
   let lastSeq = 0
   let reordered = 0
@@ -34,10 +34,40 @@ async function main() {
     lastSeq = message.seq
   })
 
+  // A value that carries its own key: any read that returns another key's value is caught.
+  const check = (key, value) => {
+    if (value !== null && value.key !== key) stats.wrongValue++
+  }
+  // The stream's group is lost with the server's data when it is killed (no persistence
+  // here): a read that finds it gone makes it again.
+  const readGroup = async (w) => {
+    try {
+      const entries = await store.xreadgroup('soak:stream', 'soak', `worker-${w}`, { count: 10, blockMs: Math.random() < 0.5 ? 50 : 0 })
+      for (const entry of entries) if (typeof entry.message.key !== 'string') stats.wrongValue++
+      if (entries.length > 0) await store.xack('soak:stream', 'soak', entries.map((entry) => entry.id))
+    } catch (err) {
+      if (!/^NOGROUP/.test(err.message)) throw err
+      stats.groupsRemade++
+      await store.xgroupCreate('soak:stream', 'soak', '0')
+    }
+  }
   const operations = [
     (key) => store.set(key, { key, at: Date.now() }, Math.random() < 0.5 ? { ttl: random(1, 30) } : undefined),
-    (key) => store.get(key).then((value) => {
-      if (value !== null && value.key !== key) stats.wrongValue++
+    (key) => store.get(key).then((value) => check(key, value)),
+    (key) => store.setNX(`${key}:claim`, { key: `${key}:claim` }, { ttl: random(0.5, 5) }),
+    (key) => store.mget([key, `${key}:pair`, key]).then(([a, b, c]) => {
+      check(key, a)
+      check(`${key}:pair`, b)
+      check(key, c)
+    }),
+    (key) => store.mset([{ key, value: { key }, ttl: random(1, 30) }, { key: `${key}:pair`, value: { key: `${key}:pair` } }]),
+    (key) => store.xadd('soak:stream', { key }, { maxLen: 1000, approximate: true }),
+    (key, w) => readGroup(w),
+    () => store.xrange('soak:stream', { count: 5 }).then((entries) => {
+      for (const entry of entries) if (typeof entry.message.key !== 'string') stats.wrongValue++
+    }),
+    (key, w) => store.scan(`soak:${w}:*`, { count: 20 }).then(({ keys }) => {
+      for (const found of keys) if (!found.startsWith(`soak:${w}:`)) stats.wrongValue++
     }),
     (key) => store.increment(`${key}:n`),
     (key) => store.has(key),
@@ -53,7 +83,7 @@ async function main() {
       const begin = performance.now()
       stats.calls++
       try {
-        await operations[Math.floor(Math.random() * operations.length)](key)
+        await operations[Math.floor(Math.random() * operations.length)](key, w)
         stats.ok++
       } catch (err) {
         stats.failed.set(err.code, (stats.failed.get(err.code) ?? 0) + 1)
@@ -105,6 +135,7 @@ async function main() {
 | succeeded | ${stats.ok.toLocaleString('en-US')} |
 | failed | ${failedTotal.toLocaleString('en-US')} (${[...stats.failed].map(([c, n]) => `${c}: ${n.toLocaleString('en-US')}`).join(', ') || 'none'}) |
 | resolved with another key's value | ${stats.wrongValue} |
+| stream group made again after a restart lost it | ${stats.groupsRemade} |
 | slowest call to settle | ${stats.slowest.toFixed(0)} ms (command timeout ${COMMAND_TIMEOUT} ms) |
 | outages | ${stats.outages}, ${(stats.downMs / 1000).toFixed(1)} s down in all |
 | messages published / received (out of order) | ${stats.published.toLocaleString('en-US')} / ${stats.received.toLocaleString('en-US')} (${reordered}) |
