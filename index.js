@@ -84,15 +84,21 @@ function described(value) {
 }
 
 // Per-call options are checked like factory options: a typo such as { tll: 60 } must not
-// store a key without its expiry.
+// store a key without its expiry. The first key of `object` that is not `known`, if any.
+function unknownKey(object, known) {
+  for (const name of Object.keys(object)) {
+    if (!known.has(name)) return name
+  }
+  return undefined
+}
+
 const SET_OPTIONS = new Set(['ttl'])
 
 function setTtl(options) {
   if (options === undefined || options === null) return undefined
   if (typeof options !== 'object' || Array.isArray(options)) throw invalidArgument(`set options must be an object like { ttl: seconds }, got ${described(options)}`)
-  for (const name of Object.keys(options)) {
-    if (!SET_OPTIONS.has(name)) throw invalidArgument(`unknown set option "${name}"; known: ${[...SET_OPTIONS].join(', ')}`)
-  }
+  const unknown = unknownKey(options, SET_OPTIONS)
+  if (unknown !== undefined) throw invalidArgument(`unknown set option "${unknown}"; known: ${[...SET_OPTIONS].join(', ')}`)
   return storeTtl(options.ttl, 'ttl')
 }
 
@@ -110,8 +116,7 @@ function expireTtl(ttl) {
   return toMilliseconds(ttl)
 }
 
-// Per-call option objects, checked like factory options: exactly the keys
-// @igniter-js/store's types declare.
+// The other per-call option objects: exactly the keys @igniter-js/store's types declare.
 const SCAN_OPTIONS = new Set(['cursor', 'count'])
 const APPEND_OPTIONS = new Set(['maxLen', 'approximate'])
 const READ_OPTIONS = new Set(['count', 'blockMs'])
@@ -122,9 +127,8 @@ const NO_OPTIONS = Object.freeze({})
 function optionsOf(options, known, what) {
   if (options === undefined || options === null) return NO_OPTIONS
   if (typeof options !== 'object' || Array.isArray(options)) throw invalidArgument(`${what} must be an object, got ${described(options)}`)
-  for (const name of Object.keys(options)) {
-    if (!known.has(name)) throw invalidArgument(`unknown ${what} key "${name}"; known: ${[...known].join(', ')}`)
-  }
+  const unknown = unknownKey(options, known)
+  if (unknown !== undefined) throw invalidArgument(`unknown ${what} key "${unknown}"; known: ${[...known].join(', ')}`)
   return options
 }
 
@@ -272,9 +276,8 @@ class StoreAdapter {
         const entry = entries[i]
         const what = `entries[${i}]`
         if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw invalidArgument(`${what} must be an object like { key, value, ttl? }, got ${described(entry)}`)
-        for (const name of Object.keys(entry)) {
-          if (!ENTRY_FIELDS.has(name)) throw invalidArgument(`unknown ${what} key "${name}"; known: ${[...ENTRY_FIELDS].join(', ')}`)
-        }
+        const unknown = unknownKey(entry, ENTRY_FIELDS)
+        if (unknown !== undefined) throw invalidArgument(`unknown ${what} key "${unknown}"; known: ${[...ENTRY_FIELDS].join(', ')}`)
         checkName(entry.key, `${what}.key`)
         args[i * 3] = entry.key
         args[i * 3 + 1] = serialize(entry.value, `${what}.value`)

@@ -99,15 +99,15 @@ pub async fn serve(
                 Some(request) => waiting.push_back(request),
                 None => break,
             },
-            Some((request, err)) = refusals.recv() => {
-                if let Some(request) = held(request, err, timeouts.command, &outbox) {
-                    let delay = backoff(request.refusals.saturating_sub(1));
+            Some((mut request, err)) = refusals.recv() => match request.hold(err, timeouts.command) {
+                Ok(at) => {
                     delayed.spawn(async move {
-                        sleep(delay).await;
+                        sleep_until(at).await;
                         request
                     });
                 }
-            }
+                Err(err) => outbox.push_all(request.settled(Reply::Error(err))),
+            },
             _ = sleep_until(close_idle_at.unwrap_or_else(Instant::now)), if close_idle_at.is_some() => {
                 idle.remove(0);
             }
@@ -178,26 +178,6 @@ async fn open_and_read(
             }
         }
     }
-}
-
-/// A read the server refused for now goes again while it is within `commandTimeout` of its
-/// first writing; past that it fails with the server's words.
-fn held(
-    mut request: Request,
-    err: StoreError,
-    command_timeout: Duration,
-    outbox: &Outbox,
-) -> Option<Request> {
-    let now = Instant::now();
-    let deadline = request.first_written.unwrap_or(now) + command_timeout;
-    if now >= deadline {
-        outbox.push_all(request.settled(Reply::Error(err)));
-        return None;
-    }
-    request.refusals += 1;
-    request.refused = Some(err);
-    request.wait_until = deadline;
-    Some(request)
 }
 
 fn pool_full(limit: usize, waited: Duration) -> StoreError {

@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::fmt::Write;
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -294,7 +295,7 @@ fn scan_cursor(last: &str) -> String {
     let mut cursor = String::with_capacity(1 + 2 * last.len());
     cursor.push('m');
     for byte in last.bytes() {
-        cursor.push_str(&format!("{byte:02x}"));
+        let _ = write!(cursor, "{byte:02x}");
     }
     cursor
 }
@@ -412,7 +413,8 @@ impl MemoryStore {
     /// not fit a JS number exactly.
     fn increment(&self, key: &str, by: i64, now: Instant) -> Result<Reply, StoreError> {
         let mut data = lock(&self.data);
-        let current = match data.live(key, now) {
+        let entry = data.live(key, now);
+        let current = match &entry {
             None => 0,
             Some(Entry {
                 value: Value::Text(value),
@@ -425,7 +427,7 @@ impl MemoryStore {
             .filter(|n| (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(n))
             .ok_or_else(StoreError::out_of_safe_range)?;
         let digits = itoa::Buffer::new().format(next).to_owned();
-        match data.live(key, now) {
+        match entry {
             Some(entry) => entry.value = Value::Text(Arc::from(digits)),
             None => data.put(key, Entry::text(&digits, None)),
         }
@@ -560,9 +562,7 @@ impl MemoryStore {
     ) -> Result<Reply, StoreError> {
         let start = match args.first().map(String::as_str) {
             Some("$") => None,
-            Some(id) => Some(StreamId::parse(id, false, false).ok_or_else(|| {
-                StoreError::invalid_argument(format!("invalid stream id {id:?}"))
-            })?),
+            Some(id) => Some(StreamId::parse_or_refuse(id, false, false)?),
             None => Some(StreamId::default()),
         };
         lock(&self.data)
@@ -620,8 +620,7 @@ impl MemoryStore {
             let text = args
                 .get(i)
                 .map_or(if high { "+" } else { "-" }, String::as_str);
-            StreamId::parse(text, high, true)
-                .ok_or_else(|| StoreError::invalid_argument(format!("invalid stream id {text:?}")))
+            StreamId::parse_or_refuse(text, high, true)
         };
         let (low, high) = (id(0, false)?, id(1, true)?);
         Ok(match lock(&self.data).stream(key, now)? {
@@ -639,11 +638,7 @@ impl MemoryStore {
     ) -> Result<Reply, StoreError> {
         let ids = ids
             .iter()
-            .map(|id| {
-                StreamId::parse(id, false, false).ok_or_else(|| {
-                    StoreError::invalid_argument(format!("invalid stream id {id:?}"))
-                })
-            })
+            .map(|id| StreamId::parse_or_refuse(id, false, false))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(stream) = lock(&self.data).stream(key, now)? {
             stream.ack(group, ids.into_iter());

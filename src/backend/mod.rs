@@ -213,6 +213,27 @@ pub struct Request {
 }
 
 impl Request {
+    /// The server said this request did not run and the condition will pass (LOADING, BUSY,
+    /// ...): when to send it again, after a backoff and the last time at its deadline
+    /// (`commandTimeout` after its first writing), or, past that deadline, the refusal to fail
+    /// it with. Meanwhile it may wait for a connection until just after that deadline.
+    pub fn hold(
+        &mut self,
+        err: StoreError,
+        command_timeout: Duration,
+    ) -> Result<Instant, StoreError> {
+        let now = Instant::now();
+        let deadline = self.first_written.unwrap_or(now) + command_timeout;
+        if now >= deadline {
+            return Err(err);
+        }
+        let at = (now + link::backoff(self.refusals)).min(deadline);
+        self.refusals += 1;
+        self.refused = Some(err);
+        self.wait_until = deadline + Duration::from_millis(1);
+        Ok(at)
+    }
+
     /// The event that settles the call with `reply`; for a part of a call sent as several
     /// commands, only once every part is settled.
     pub fn settled(self, reply: Reply) -> Option<Event> {

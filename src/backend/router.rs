@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
 
-use super::link::{backoff, Link};
+use super::link::Link;
 use super::Request;
 use crate::bridge::{Outbox, Reply};
 use crate::error::StoreError;
@@ -108,9 +108,9 @@ pub async fn serve(
     }
 }
 
-/// A call the server refused for now goes again after a backoff, the last time at its deadline
-/// (`commandTimeout` after it was first written); refused then, it fails with the server's
-/// words and `retryable`. It waits among the held calls, in submission order.
+/// A call the server refused for now waits among the held calls, in submission order, until
+/// `Request::hold` says to send it again; past its deadline it fails with the server's words
+/// and `retryable`.
 fn hold(
     mut request: Request,
     err: StoreError,
@@ -119,18 +119,13 @@ fn hold(
     held_until: &mut Option<Instant>,
     outbox: &Outbox,
 ) {
-    let now = Instant::now();
-    let deadline = request.first_written.unwrap_or(now) + command_timeout;
-    if now >= deadline {
-        outbox.push_all(request.settled(Reply::Error(err)));
-        return;
+    match request.hold(err, command_timeout) {
+        Ok(at) => {
+            *held_until = Some(held_until.map_or(at, |until| until.min(at)));
+            held.push(request);
+        }
+        Err(err) => outbox.push_all(request.settled(Reply::Error(err))),
     }
-    let at = (now + backoff(request.refusals)).min(deadline);
-    *held_until = Some(held_until.map_or(at, |until| until.min(at)));
-    request.refusals += 1;
-    request.refused = Some(err);
-    request.wait_until = deadline + Duration::from_millis(1);
-    held.push(request);
 }
 
 fn fail(outbox: &Outbox, requests: impl Iterator<Item = Request>, err: &StoreError) {

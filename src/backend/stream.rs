@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::json;
 use crate::bridge::Reply;
+use crate::error::StoreError;
 
 /// `ms-seq`: milliseconds since the epoch and a sequence within them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -45,6 +46,12 @@ impl StreamId {
             None => 0,
         };
         Some(StreamId { ms, seq })
+    }
+
+    /// `parse`, failing with the invalid argument it is.
+    pub fn parse_or_refuse(text: &str, high: bool, ends: bool) -> Result<StreamId, StoreError> {
+        StreamId::parse(text, high, ends)
+            .ok_or_else(|| StoreError::invalid_argument(format!("invalid stream id {text:?}")))
     }
 
     pub fn text(self) -> String {
