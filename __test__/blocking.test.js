@@ -26,6 +26,15 @@ async function blockedClients(on = server) {
   return Number(/^blocked_clients:(\d+)/m.exec(await on.cli('INFO', 'clients'))[1])
 }
 
+// Starts a read of group 'g' and returns it (wrapped, so that it is not awaited here) once the
+// server holds it.
+async function blockedRead(adapter, stream, consumer) {
+  const before = await blockedClients()
+  const read = adapter.xreadgroup(stream, 'g', consumer, { blockMs: 60000 })
+  await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+  return { read, before }
+}
+
 // How a promise has ended so far, without waiting for it.
 function watch(promise) {
   const state = { settled: false, value: undefined, error: undefined }
@@ -102,9 +111,7 @@ describe('blocking stream reads (redis)', () => {
     const adapter = createRedisStoreAdapter({ url: server.url })
     const stream = freshStream()
     await adapter.xgroupCreate(stream, 'g', '$')
-    const before = await blockedClients()
-    const read = adapter.xreadgroup(stream, 'g', 'c', { blockMs: 60000 })
-    await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+    const { read, before } = await blockedRead(adapter, stream, 'c')
     const closed = adapter.close()
     await assert.rejects(read, { code: 'ERR_STORE_CLOSED' })
     await closed
@@ -116,9 +123,7 @@ describe('blocking stream reads (redis)', () => {
     const adapter = createRedisStoreAdapter({ url: server.url })
     const stream = freshStream()
     await adapter.xgroupCreate(stream, 'g', '$')
-    const before = await blockedClients()
-    const read = adapter.xreadgroup(stream, 'g', 'closing', { blockMs: 60000 })
-    await waitUntil(async () => (await blockedClients()) === before + 1, { what: 'the read blocked' })
+    const { read } = await blockedRead(adapter, stream, 'closing')
     // A write the server holds (it counts as blocked too) keeps close() waiting.
     const readers = async () => (await server.cli('CLIENT', 'LIST')).split('\n').filter((line) => line.includes('cmd=xreadgroup')).length
     await server.cli('CLIENT', 'PAUSE', '60000', 'WRITE')
