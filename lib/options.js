@@ -4,6 +4,7 @@ const { invalidArgument } = require('./errors.js')
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379'
 const DEFAULT_PORT = 6379
+const DEFAULT_SENTINEL_PORT = 26379
 const REDIS_OPTIONS = new Set([
   'url', 'host', 'port', 'username', 'password', 'db', 'tls', 'keyPrefix',
   'connectTimeout', 'commandTimeout', 'cluster', 'sentinel', 'onError', 'maxPubSubBacklog',
@@ -21,7 +22,7 @@ const isIoredisCluster = (value) =>
   isPlainObject(value) && value.isCluster === true && Array.isArray(value.startupNodes)
 const isIoredis = (value) =>
   isPlainObject(value) && typeof value.duplicate === 'function' && isPlainObject(value.options) &&
-  ('host' in value.options || 'port' in value.options || 'path' in value.options)
+  ('host' in value.options || 'port' in value.options || 'path' in value.options || Array.isArray(value.options.sentinels))
 
 function checkKnown(options, known, what) {
   for (const name of Object.keys(options)) {
@@ -139,11 +140,50 @@ function tlsOption(tls) {
   return { ca: pem('ca'), cert: pem('cert'), key: pem('key'), servername: tls.servername ?? undefined, rejectUnauthorized: tls.rejectUnauthorized }
 }
 
+// One sentinel's address: `redis://host:port`, `host:port`, or ioredis's `{ host, port }`.
+function sentinelAddress(entry) {
+  if (isPlainObject(entry)) {
+    if (typeof entry.host !== 'string' || entry.host === '') throw invalidArgument('a sentinel given as an object needs a "host" string')
+    return { host: entry.host, port: entry.port === undefined ? DEFAULT_SENTINEL_PORT : integerIn(entry.port, 'sentinel port', 1, 65535) }
+  }
+  if (typeof entry !== 'string' || entry === '') throw invalidArgument('each sentinel must be a "redis://host:port" or "host:port" string')
+  if (entry.startsWith('rediss://')) throw invalidArgument('TLS to sentinels (rediss://) is not supported in this release; the data nodes take the "tls" option')
+  let url
+  try {
+    url = new URL(entry.includes('://') ? entry : `redis://${entry}`)
+  } catch {
+    throw invalidArgument(`malformed sentinel address ${JSON.stringify(entry)}; expected "redis://host:port" or "host:port"`)
+  }
+  if (url.protocol !== 'redis:' || !url.hostname) {
+    throw invalidArgument(`malformed sentinel address ${JSON.stringify(entry)}; expected "redis://host:port" or "host:port"`)
+  }
+  if (url.username || url.password) throw invalidArgument('sentinel credentials go in "sentinel.username" and "sentinel.password", not in the address')
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port ? Number(url.port) : DEFAULT_SENTINEL_PORT }
+}
+
+function sentinelOption(sentinel) {
+  if (!isPlainObject(sentinel)) throw invalidArgument('option "sentinel" must be an object: { sentinels, masterName, username?, password? }')
+  checkKnown(sentinel, new Set(['sentinels', 'masterName', 'username', 'password']), 'sentinel')
+  if (!Array.isArray(sentinel.sentinels) || sentinel.sentinels.length === 0) {
+    throw invalidArgument('option "sentinel.sentinels" must be a non-empty list of "redis://host:port" or "host:port"')
+  }
+  if (typeof sentinel.masterName !== 'string' || sentinel.masterName === '') {
+    throw invalidArgument('option "sentinel.masterName" must be the non-empty name the sentinels monitor the master by')
+  }
+  return {
+    sentinels: sentinel.sentinels.map(sentinelAddress),
+    masterName: sentinel.masterName,
+    username: optionalString(sentinel, 'username'),
+    password: optionalString(sentinel, 'password'),
+  }
+}
+
 // Settings read off an ioredis instance; Kindling opens its own connections with them.
 function fromIoredis(client) {
   const o = client.options
-  if (Array.isArray(o.sentinels) && o.sentinels.length > 0) {
-    throw invalidArgument('an ioredis client for Redis Sentinel is not supported in this release yet (Sentinel comes in a later version)')
+  const sentinels = Array.isArray(o.sentinels) && o.sentinels.length > 0
+  if (sentinels && (o.enableTLSForSentinelMode || o.sentinelTLS)) {
+    throw invalidArgument('an ioredis client with TLS to its sentinels: TLS to sentinels is not supported in this release')
   }
   const settings = {
     host: o.path ? undefined : o.host,
@@ -155,6 +195,9 @@ function fromIoredis(client) {
     keyPrefix: o.keyPrefix || undefined,
     connectTimeout: o.connectTimeout || undefined,
     commandTimeout: o.commandTimeout || undefined,
+    sentinel: sentinels
+      ? { sentinels: o.sentinels, masterName: o.name, username: o.sentinelUsername || undefined, password: o.sentinelPassword || undefined }
+      : undefined,
   }
   const target = o.path ? { path: o.path, db: settings.db } : { host: settings.host || '127.0.0.1', port: settings.port || DEFAULT_PORT, db: settings.db }
   return { options: settings, target, client }
@@ -184,9 +227,13 @@ function redisOptions(input) {
       throw invalidArgument('option "cluster" is not supported in this release yet (Redis Cluster comes in a later version)')
     }
     if (options.sentinel !== undefined && options.sentinel !== null) {
-      throw invalidArgument('option "sentinel" is not supported in this release yet (Redis Sentinel comes in a later version)')
+      // The sentinels say where the master is: nothing else may.
+      const clash = ['url', 'host', 'port', 'path', 'cluster'].filter((name) => options[name] !== undefined && options[name] !== null)
+      if (clash.length > 0) {
+        throw invalidArgument(`option "sentinel" finds the master; it cannot be combined with ${clash.map((name) => `"${name}"`).join(', ')}`)
+      }
     }
-    const url = optionalString(options, 'url') ?? process.env.REDIS_URL
+    const url = options.sentinel != null ? undefined : optionalString(options, 'url') ?? process.env.REDIS_URL
     defaulted = url === undefined && options.host == null && options.port == null
     target = parseUrl(url ?? DEFAULT_URL)
   } else {
@@ -210,6 +257,7 @@ function redisOptions(input) {
   // Never silently plaintext: TLS is over TCP, and a unix socket is local.
   if (tls && target.path) throw invalidArgument('"tls" applies to TCP connections, not to a unix socket path')
 
+  const sentinel = options.sentinel === undefined || options.sentinel === null ? undefined : sentinelOption(options.sentinel)
   const native = {
     host: target.host ?? '127.0.0.1',
     port: target.port ?? DEFAULT_PORT,
@@ -226,9 +274,12 @@ function redisOptions(input) {
       : integerIn(options.maxBlockingConnections, 'maxBlockingConnections', 1, 1024),
   }
   const scheme = native.path ? 'unix' : native.tls ? 'rediss' : 'redis'
-  const where = native.path ? `unix://${native.path}` : `${scheme}://${native.host.includes(':') ? `[${native.host}]` : native.host}:${native.port}/${native.db}`
+  const where = sentinel
+    ? `master ${JSON.stringify(sentinel.masterName)} via sentinels ${sentinel.sentinels.map(({ host, port }) => `${host.includes(':') ? `[${host}]` : host}:${port}`).join(', ')} (db ${native.db})`
+    : native.path ? `unix://${native.path}` : `${scheme}://${native.host.includes(':') ? `[${native.host}]` : native.host}:${native.port}/${native.db}`
   native.target = where
-  native.targetIsDefault = defaulted
+  native.targetIsDefault = defaulted && !sentinel
+  native.sentinel = sentinel
   return {
     native,
     keyPrefix,
@@ -238,14 +289,14 @@ function redisOptions(input) {
     onError: client ? undefined : onErrorOption(options),
     client,
     description: where,
-    secrets: secretsOf(native.password),
+    secrets: secretsOf(native.password, sentinel?.password),
   }
 }
 
-// The password as given and as it would appear percent-encoded in a URL.
-function secretsOf(password) {
-  if (!password) return []
-  return [...new Set([password, encodeURIComponent(password)])].sort((a, b) => b.length - a.length)
+// The passwords as given and as they would appear percent-encoded in a URL.
+function secretsOf(...passwords) {
+  const given = passwords.filter(Boolean)
+  return [...new Set(given.flatMap((password) => [password, encodeURIComponent(password)]))].sort((a, b) => b.length - a.length)
 }
 
 function memoryOptions(input) {

@@ -64,6 +64,9 @@ pub struct StoreError {
     pub cause: Option<Box<Cause>>,
     /// A subscription given up for good: JS forgets the channel before reporting this.
     pub channel: Option<String>,
+    /// The server is a replica (READONLY): the command did not run. Under Sentinel the
+    /// master has moved, and the call is retried on the new one.
+    pub demoted: bool,
 }
 
 impl StoreError {
@@ -75,6 +78,7 @@ impl StoreError {
             retryable: false,
             cause: None,
             channel: None,
+            demoted: false,
         }
     }
 
@@ -142,6 +146,12 @@ pub fn from_server_reply(text: &str, command: Refused) -> StoreError {
         return StoreError {
             retryable,
             ..StoreError::new(ErrorCode::Connection, text)
+        };
+    }
+    if code == "READONLY" {
+        return StoreError {
+            demoted: true,
+            ..StoreError::new(ErrorCode::Redis, text)
         };
     }
     if passing_state(code) {

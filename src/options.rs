@@ -24,6 +24,24 @@ pub struct RedisOptions {
     pub target: String,
     /// No URL, host or port was given, so `target` is the default.
     pub target_is_default: bool,
+    /// The master is found through these sentinels; `host`, `port` and `path` are then unused.
+    pub sentinel: Option<SentinelOptions>,
+}
+
+/// No `Debug`: it holds the sentinels' password.
+#[napi(object)]
+pub struct SentinelOptions {
+    pub sentinels: Vec<SentinelAddress>,
+    pub master_name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[napi(object)]
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelAddress {
+    pub host: String,
+    pub port: u32,
 }
 
 #[napi(object)]

@@ -16,6 +16,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::connect::Connector;
 use super::connection::{Connection, Mode, Sink};
 use super::link::backoff;
+use super::sentinel::{next_switch, Switch, Switches};
 use super::Request;
 use crate::bridge::{Outbox, Reply};
 use crate::error::{ErrorCode, StoreError};
@@ -45,6 +46,7 @@ pub async fn serve(
         outbox: outbox.clone(),
         refused: Some(refused),
     };
+    let mut switches = connector.switches();
     // Most recently used last, so the oldest is closed first.
     let mut idle: Vec<(Connection, Instant)> = Vec::new();
     let mut waiting: VecDeque<Request> = VecDeque::new();
@@ -65,7 +67,7 @@ pub async fn serve(
                     let Some(request) = waiting.pop_front() else {
                         break;
                     };
-                    lent.spawn(read(connection, request));
+                    lent.spawn(read(connection, request, connector.switches()));
                 }
                 None if lent.len() < limit => {
                     let Some(request) = waiting.pop_front() else {
@@ -95,6 +97,11 @@ pub async fn serve(
                 Ok(Returned::Unsent(request)) => waiting.push_front(request),
             },
             Some(Ok(request)) = delayed.join_next() => waiting.push_back(request),
+            // Under Sentinel: idle connections to the old master close (lent ones end their
+            // reads themselves).
+            switch = next_switch(&mut switches) => {
+                idle.retain(|(connection, _)| !connection.endpoint().is_not(&switch.master));
+            }
             request = queue.recv() => match request {
                 Some(request) => waiting.push_back(request),
                 None => break,
@@ -127,8 +134,10 @@ pub async fn serve(
     // server sees them close and hands out nothing more to them.
 }
 
-/// Sends the read on `connection` and gives the connection back once it is answered.
-async fn read(mut connection: Connection, request: Request) -> Returned {
+/// Sends the read on `connection` and gives the connection back once it is answered. Under
+/// Sentinel, a read waiting on a master that has been failed over ends at once: no entry will
+/// come to it there.
+async fn read(mut connection: Connection, request: Request, mut switches: Switches) -> Returned {
     let mut batch = vec![request];
     if connection.send_calls(&mut batch).await.is_err() {
         return match batch.pop() {
@@ -136,8 +145,34 @@ async fn read(mut connection: Connection, request: Request) -> Returned {
             None => Returned::Connection(None),
         };
     }
-    connection.idle().await;
+    let answered = connection.idle();
+    tokio::pin!(answered);
+    loop {
+        tokio::select! {
+            _ = &mut answered => break,
+            switch = next_switch(&mut switches) => {
+                if connection.endpoint().is_not(&switch.master) {
+                    connection.abort(moved(connection.endpoint().describe(), &switch));
+                    return Returned::Connection(None);
+                }
+            }
+        }
+    }
     Returned::Connection(connection.is_usable().then_some(connection))
+}
+
+fn moved(from: &str, switch: &Switch) -> StoreError {
+    StoreError {
+        retryable: true,
+        ..StoreError::new(
+            ErrorCode::Connection,
+            format!(
+                "{from}: the sentinels failed this master over to {} while the blocking read \
+                 waited; it may have taken entries there",
+                switch.master
+            ),
+        )
+    }
 }
 
 /// A new connection for the read, within what is left of its connect budget; the read fails
@@ -150,21 +185,22 @@ async fn open_and_read(
     request: Request,
 ) -> Returned {
     let mut failures = 0;
+    let mut switches = connector.switches();
     loop {
         let budget = request
             .wait_until
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        match connector.connect_within(budget).await {
-            Ok(stream) => {
-                let connection = Connection::open(
-                    stream,
-                    Mode::Blocking,
-                    sink,
-                    timeouts.command,
-                    connector.clone(),
-                );
-                return read(connection, request).await;
+        // An attempt under way when the master moves may be going to the old one.
+        let attempt = tokio::select! {
+            attempt = connector.connect_within(budget) => attempt,
+            _ = next_switch(&mut switches) => continue,
+        };
+        match attempt {
+            Ok((stream, endpoint)) => {
+                let connection =
+                    Connection::open(stream, Mode::Blocking, sink, timeouts.command, endpoint);
+                return read(connection, request, switches).await;
             }
             Err(err)
                 if err.retryable && Instant::now() + backoff(failures) < request.wait_until =>

@@ -150,7 +150,7 @@ pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
                 _ => Refused::Other,
             };
             let err = from_server_reply(&resp::text(bytes, &message), command);
-            if err.retryable {
+            if err.retryable || err.demoted {
                 return Outcome::Refused(err);
             }
             Reply::Error(err)

@@ -13,15 +13,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
 use super::resp::{self, Frame, Parsed};
+use super::sentinel::{Sentinels, Switches};
 use crate::error::{from_server_reply, Cause, ErrorCode, Refused, StoreError};
 use crate::options::{RedisOptions, TlsOptions};
 
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A connection made, and the server it is to.
+pub type Connected = (Box<dyn Stream>, Arc<Endpoint>);
 
 /// The steps of making a connection, named in its errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +34,7 @@ enum Step {
     Tls,
     Auth,
     Select,
+    Role,
 }
 
 impl Step {
@@ -39,60 +44,62 @@ impl Step {
             Step::Tls => "TLS handshake",
             Step::Auth => "AUTH",
             Step::Select => "SELECT",
+            Step::Role => "ROLE",
         }
     }
 }
 
 /// Where and how to connect, and what to say first.
 pub struct Connector {
-    target: Target,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    /// `AUTH` and `SELECT`, sent before any command.
+    route: Route,
+    /// The TLS client, and the name the server's certificate must carry when it is not the
+    /// host connected to.
+    tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
+    /// `AUTH`, `SELECT` and, under Sentinel, `ROLE`, sent before any command.
     hello: Vec<u8>,
     hello_steps: Vec<Step>,
-    /// The server as errors name it (never with the password), noting when it is the default.
-    describe: String,
 }
 
+enum Route {
+    /// One server, always the same.
+    Fixed(Target, Arc<Endpoint>),
+    /// The master the sentinels name at each attempt.
+    Sentinel(Arc<Sentinels>),
+}
+
+#[derive(Clone)]
 enum Target {
     Tcp(String, u16),
     Unix(String),
 }
 
+/// The server a connection is made to, as its errors name it (never with the password).
+pub struct Endpoint {
+    describe: String,
+    address: Option<String>,
+    port: Option<u16>,
+    /// Under Sentinel, the master as the sentinels named it (`host:port`).
+    pub master: Option<String>,
+}
+
 impl Connector {
     pub fn new(options: &RedisOptions) -> Result<Self, StoreError> {
-        let target = match &options.path {
-            Some(path) => Target::Unix(path.clone()),
-            None => Target::Tcp(options.host.clone(), options.port as u16),
-        };
         let tls = match &options.tls {
-            Some(tls) if options.path.is_none() => {
+            Some(tls) if options.path.is_none() || options.sentinel.is_some() => {
                 let config = tls_config(tls)?;
-                let name = tls
-                    .servername
-                    .clone()
-                    .unwrap_or_else(|| options.host.clone());
-                let name = ServerName::try_from(name)
-                    .map_err(|e| invalid(format!("not a valid TLS server name: {e}")))?;
+                let name = match &tls.servername {
+                    Some(name) => Some(
+                        ServerName::try_from(name.clone())
+                            .map_err(|e| invalid(format!("not a valid TLS server name: {e}")))?,
+                    ),
+                    None => None,
+                };
                 Some((TlsConnector::from(Arc::new(config)), name))
             }
             _ => None,
         };
-        let mut hello = Vec::new();
-        let mut hello_steps = Vec::new();
-        // A user name alone still logs in as that user: a `nopass` user takes any password.
-        match (&options.username, &options.password) {
-            (Some(user), password) => {
-                let password = password.as_deref().unwrap_or("");
-                resp::command(&mut hello, &[b"AUTH", user.as_bytes(), password.as_bytes()]);
-                hello_steps.push(Step::Auth);
-            }
-            (None, Some(password)) => {
-                resp::command(&mut hello, &[b"AUTH", password.as_bytes()]);
-                hello_steps.push(Step::Auth);
-            }
-            (None, None) => {}
-        }
+        let (mut hello, mut hello_steps) =
+            login(options.username.as_deref(), options.password.as_deref());
         if options.db != 0 {
             let mut digits = itoa::Buffer::new();
             resp::command(
@@ -101,57 +108,152 @@ impl Connector {
             );
             hello_steps.push(Step::Select);
         }
-        let describe = if options.target_is_default {
-            format!("{} (the default: no URL or host was given)", options.target)
-        } else {
-            options.target.clone()
+        let route = match &options.sentinel {
+            Some(sentinel) => {
+                // A server the sentinels name is served only once it says it is the master.
+                resp::command(&mut hello, &[b"ROLE"]);
+                hello_steps.push(Step::Role);
+                Route::Sentinel(Sentinels::new(sentinel, options.timeouts()))
+            }
+            None => {
+                let target = match &options.path {
+                    Some(path) => Target::Unix(path.clone()),
+                    None => Target::Tcp(options.host.clone(), options.port as u16),
+                };
+                let describe = if options.target_is_default {
+                    format!("{} (the default: no URL or host was given)", options.target)
+                } else {
+                    options.target.clone()
+                };
+                let endpoint = Endpoint::new(describe, &target, None);
+                Route::Fixed(target, Arc::new(endpoint))
+            }
         };
         Ok(Connector {
-            target,
+            route,
             tls,
             hello,
             hello_steps,
-            describe,
         })
     }
 
-    /// A connection that has authenticated and selected its database, within `limit`.
-    pub async fn connect_within(&self, limit: Duration) -> Result<Box<dyn Stream>, StoreError> {
+    /// A connection to one server over TCP, logging in as given: how the sentinels
+    /// themselves are reached.
+    pub fn to_sentinel(
+        host: &str,
+        port: u16,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> Self {
+        let target = Target::Tcp(host.to_owned(), port);
+        let endpoint = Endpoint::new(format!("sentinel {host}:{port}"), &target, None);
+        let (hello, hello_steps) = login(username, password);
+        Connector {
+            route: Route::Fixed(target, Arc::new(endpoint)),
+            tls: None,
+            hello,
+            hello_steps,
+        }
+    }
+
+    /// Under Sentinel, the masters the sentinels announce as they fail over.
+    pub fn switches(&self) -> Switches {
+        match &self.route {
+            Route::Sentinel(sentinels) => Some(sentinels.switches()),
+            Route::Fixed(..) => None,
+        }
+    }
+
+    /// The sentinels that name the master, under Sentinel.
+    pub fn sentinels(&self) -> Option<Arc<Sentinels>> {
+        match &self.route {
+            Route::Sentinel(sentinels) => Some(sentinels.clone()),
+            Route::Fixed(..) => None,
+        }
+    }
+
+    /// A connection that has authenticated and selected its database, within `limit`; under
+    /// Sentinel, to the master the sentinels name, asked within the same `limit`.
+    pub async fn connect_within(&self, limit: Duration) -> Result<Connected, StoreError> {
+        let deadline = Instant::now() + limit;
+        let (target, endpoint) = match &self.route {
+            Route::Fixed(target, endpoint) => (target.clone(), endpoint.clone()),
+            Route::Sentinel(sentinels) => {
+                let (host, port) = sentinels.master(deadline).await?;
+                let address = format!("{host}:{port}");
+                let describe = format!(
+                    "redis://{address} (master {:?} as the sentinels name it)",
+                    sentinels.master_name()
+                );
+                let target = Target::Tcp(host, port);
+                let endpoint = Endpoint::new(describe, &target, Some(address));
+                (target, Arc::new(endpoint))
+            }
+        };
+        match self.connect_by(&target, &endpoint, deadline, limit).await {
+            Ok(stream) => Ok((stream, endpoint)),
+            // A master that cannot be reached, or is not master yet, is a failover under way:
+            // the sentinels will name another.
+            Err(err)
+                if matches!(self.route, Route::Sentinel(_))
+                    && err.code == ErrorCode::Connection =>
+            {
+                Err(StoreError {
+                    retryable: true,
+                    ..err
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A connection to the one server this connector goes to (a sentinel's), within `limit`.
+    pub async fn connect_fixed(&self, limit: Duration) -> Result<Box<dyn Stream>, StoreError> {
+        let Route::Fixed(target, endpoint) = &self.route else {
+            return Err(StoreError::new(
+                ErrorCode::Connection,
+                "no fixed server to connect to",
+            ));
+        };
+        let deadline = Instant::now() + limit;
+        self.connect_by(target, endpoint, deadline, limit).await
+    }
+
+    async fn connect_by(
+        &self,
+        target: &Target,
+        endpoint: &Endpoint,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<Box<dyn Stream>, StoreError> {
         let mut step = Step::Tcp;
-        let attempt = timeout(limit, self.connect(&mut step)).await;
-        attempt.unwrap_or_else(|_| {
-            let message = format!(
-                "{}: could not connect within connectTimeout ({} ms): the {} step did not finish",
-                self.describe,
-                limit.as_millis(),
-                step.name()
-            );
-            let (address, port) = self.address();
-            Err(StoreError {
-                cause: Some(Box::new(Cause {
-                    errno: "ETIMEDOUT",
-                    syscall: if step == Step::Tcp { "connect" } else { "read" },
-                    address,
-                    port,
-                    message: format!("{} timed out", step.name()),
-                })),
-                ..StoreError::new(ErrorCode::Connection, message)
-            })
-        })
+        let attempt = timeout_at(deadline, self.connect(target, endpoint, &mut step)).await;
+        attempt.unwrap_or_else(|_| Err(endpoint.timed_out(step, limit)))
     }
 
-    async fn connect(&self, step: &mut Step) -> Result<Box<dyn Stream>, StoreError> {
+    async fn connect(
+        &self,
+        target: &Target,
+        endpoint: &Endpoint,
+        step: &mut Step,
+    ) -> Result<Box<dyn Stream>, StoreError> {
         *step = Step::Tcp;
-        let mut stream: Box<dyn Stream> = match &self.target {
+        let mut stream: Box<dyn Stream> = match target {
             Target::Tcp(host, port) => {
-                let tcp = self.tcp(host, *port).await?;
+                let tcp = endpoint.tcp(host, *port).await?;
                 match &self.tls {
                     Some((connector, name)) => {
                         *step = Step::Tls;
+                        let name = match name {
+                            Some(name) => name.clone(),
+                            None => ServerName::try_from(host.clone()).map_err(|e| {
+                                invalid(format!("not a valid TLS server name: {e}"))
+                            })?,
+                        };
                         let tls = connector
-                            .connect(name.clone(), tcp)
+                            .connect(name, tcp)
                             .await
-                            .map_err(|e| self.failed(Step::Tls, &e, "read"))?;
+                            .map_err(|e| endpoint.failed(Step::Tls, &e, "read"))?;
                         Box::new(tls)
                     }
                     None => Box::new(tcp),
@@ -160,7 +262,7 @@ impl Connector {
             Target::Unix(path) => Box::new(
                 UnixStream::connect(path)
                     .await
-                    .map_err(|e| self.failed(Step::Tcp, &e, "connect"))?,
+                    .map_err(|e| endpoint.failed(Step::Tcp, &e, "connect"))?,
             ),
         };
         if let Some(&first) = self.hello_steps.first() {
@@ -168,8 +270,8 @@ impl Connector {
             let steps = &self.hello_steps;
             exchange(&mut stream, &self.hello, steps.len(), |i, frame, bytes| {
                 *step = steps[i];
-                match frame {
-                    Frame::Error(text) => {
+                match (steps[i], frame) {
+                    (_, Frame::Error(text)) => {
                         let refused = if steps[i] == Step::Auth {
                             Refused::Login
                         } else {
@@ -179,23 +281,71 @@ impl Connector {
                         Err(StoreError {
                             message: format!(
                                 "{}: {} refused: {}",
-                                self.describe,
+                                endpoint.describe,
                                 steps[i].name(),
                                 err.message
                             ),
                             ..err
                         })
                     }
+                    (Step::Role, Frame::Array(items)) => match items.first() {
+                        Some(Frame::Bulk(role)) if &bytes[role.clone()] == b"master" => Ok(()),
+                        Some(Frame::Bulk(role)) => Err(StoreError::new(
+                            ErrorCode::Connection,
+                            format!(
+                                "{}: named master by the sentinels, but its ROLE is {}: a failover is under way",
+                                endpoint.describe,
+                                resp::text(bytes, role)
+                            ),
+                        )),
+                        _ => Err(resp::protocol_error("a ROLE reply without a role")),
+                    },
+                    (Step::Role, _) => Err(resp::protocol_error("a ROLE reply that is not a list")),
                     _ => Ok(()),
                 }
             })
             .await
             .map_err(|err| match err {
-                Exchange::Io(e) => self.failed(*step, &e, "read"),
+                Exchange::Io(e) => endpoint.failed(*step, &e, "read"),
                 Exchange::Reply(err) => err,
             })?;
         }
         Ok(stream)
+    }
+}
+
+impl Endpoint {
+    fn new(describe: String, target: &Target, master: Option<String>) -> Self {
+        let (address, port) = match target {
+            Target::Tcp(host, port) => (Some(host.clone()), Some(*port)),
+            Target::Unix(path) => (Some(path.clone()), None),
+        };
+        Endpoint {
+            describe,
+            address,
+            port,
+            master,
+        }
+    }
+
+    /// An attempt that ran out of time in `step`.
+    fn timed_out(&self, step: Step, limit: Duration) -> StoreError {
+        let message = format!(
+            "{}: could not connect within connectTimeout ({} ms): the {} step did not finish",
+            self.describe,
+            limit.as_millis(),
+            step.name()
+        );
+        StoreError {
+            cause: Some(Box::new(Cause {
+                errno: "ETIMEDOUT",
+                syscall: if step == Step::Tcp { "connect" } else { "read" },
+                address: self.address.clone(),
+                port: self.port,
+                message: format!("{} timed out", step.name()),
+            })),
+            ..StoreError::new(ErrorCode::Connection, message)
+        }
     }
 
     /// Resolves the host and tries its addresses in turn, as the system lists them.
@@ -231,13 +381,6 @@ impl Connector {
         }))
     }
 
-    fn address(&self) -> (Option<String>, Option<u16>) {
-        match &self.target {
-            Target::Tcp(host, port) => (Some(host.clone()), Some(*port)),
-            Target::Unix(path) => (Some(path.clone()), None),
-        }
-    }
-
     /// A step that failed with a system error.
     fn failed(&self, step: Step, err: &io::Error, syscall: &'static str) -> StoreError {
         self.io_error(&format!("{} failed", step.name()), err, syscall)
@@ -258,7 +401,6 @@ impl Connector {
     /// cause carries them as Node's socket errors do.
     fn io_error(&self, what: &str, err: &io::Error, syscall: &'static str) -> StoreError {
         let errno = errno_name(err);
-        let (address, port) = self.address();
         let detail = match errno {
             Some(errno) => format!("{errno} ({err})"),
             None => err.to_string(),
@@ -268,8 +410,8 @@ impl Connector {
                 Box::new(Cause {
                     errno,
                     syscall,
-                    address,
-                    port,
+                    address: self.address.clone(),
+                    port: self.port,
                     message: err.to_string(),
                 })
             }),
@@ -278,6 +420,37 @@ impl Connector {
                 format!("{}: {what}: {detail}", self.describe),
             )
         }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Under Sentinel, the master this connection was made to, when it is not `master`.
+    pub fn is_not(&self, master: &str) -> bool {
+        self.master.as_deref() != Some(master)
+    }
+}
+
+/// `AUTH` as the credentials say, if they say anything.
+fn login(username: Option<&str>, password: Option<&str>) -> (Vec<u8>, Vec<Step>) {
+    let mut hello = Vec::new();
+    // A user name alone still logs in as that user: a `nopass` user takes any password.
+    let auth: Option<Vec<&[u8]>> = match (username, password) {
+        (Some(user), password) => Some(vec![
+            b"AUTH",
+            user.as_bytes(),
+            password.unwrap_or("").as_bytes(),
+        ]),
+        (None, Some(password)) => Some(vec![b"AUTH", password.as_bytes()]),
+        (None, None) => None,
+    };
+    match auth {
+        Some(args) => {
+            resp::command(&mut hello, &args);
+            (hello, vec![Step::Auth])
+        }
+        None => (hello, Vec::new()),
     }
 }
 
@@ -461,6 +634,7 @@ mod tests {
             max_blocking_connections: 1,
             target: format!("redis://127.0.0.1:{port}/0"),
             target_is_default: true,
+            sentinel: None,
         }
     }
 

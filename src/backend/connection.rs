@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::command::{self, Outcome};
-use super::connect::{Connector, Stream};
+use super::connect::{Endpoint, Stream};
 use super::resp::{self, Frame};
 use super::Request;
 use crate::bridge::{Event, Outbox, Reply};
@@ -182,6 +182,7 @@ pub struct Connection {
     encoded: Vec<u8>,
     write_failed: bool,
     command_timeout: Duration,
+    endpoint: Arc<Endpoint>,
 }
 
 impl Connection {
@@ -190,7 +191,7 @@ impl Connection {
         mode: Mode,
         sink: Sink,
         command_timeout: Duration,
-        connector: Arc<Connector>,
+        endpoint: Arc<Endpoint>,
     ) -> Self {
         let (reader, writer) = tokio::io::split(stream);
         let shared = Arc::new(Shared {
@@ -209,7 +210,12 @@ impl Connection {
             sink,
             mode,
         });
-        let reader = tokio::spawn(read(reader, shared.clone(), command_timeout, connector));
+        let reader = tokio::spawn(read(
+            reader,
+            shared.clone(),
+            command_timeout,
+            endpoint.clone(),
+        ));
         Connection {
             writer,
             shared,
@@ -217,7 +223,18 @@ impl Connection {
             encoded: Vec::new(),
             write_failed: false,
             command_timeout,
+            endpoint,
         }
+    }
+
+    /// The server this connection is to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Takes no more writes; what was written still gets its replies (or its deadline).
+    pub fn retire(&self) {
+        lock(&self.shared.in_flight).retired = true;
     }
 
     /// Still taking writes.
@@ -400,7 +417,7 @@ async fn read(
     mut reader: ReadHalf<Box<dyn Stream>>,
     shared: Arc<Shared>,
     command_timeout: Duration,
-    connector: Arc<Connector>,
+    endpoint: Arc<Endpoint>,
 ) {
     // However this task ends (a panic or an abort included), nothing it owes is left waiting.
     let _settles = CloseOnExit(shared.clone());
@@ -412,6 +429,8 @@ async fn read(
     let timer = sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed_for = None;
+    // Under Sentinel, a READONLY reply means the master has moved: the call did not run.
+    let follows_failover = endpoint.master.is_some();
     let failure = loop {
         let oldest = {
             let in_flight = lock(&shared.in_flight);
@@ -439,9 +458,9 @@ async fn read(
             // Replies already read win over a deadline passed meanwhile.
             biased;
             read = reader.read_buf(&mut buf), if !paused => match read {
-                Ok(0) => break connector.lost(None),
+                Ok(0) => break endpoint.lost(None),
                 Ok(_) => {}
-                Err(err) => break connector.lost(Some(&err)),
+                Err(err) => break endpoint.lost(Some(&err)),
             },
             _ = &mut timer, if oldest.is_some() => {
                 if shared.mode == Mode::Subscriber {
@@ -459,6 +478,7 @@ async fn read(
                 take(
                     &mut in_flight,
                     shared.mode,
+                    follows_failover,
                     frame,
                     bytes,
                     &mut events,
@@ -509,9 +529,11 @@ async fn read(
 }
 
 /// Settles the oldest request with `frame`, or hands a message on.
+#[allow(clippy::too_many_arguments)]
 fn take(
     in_flight: &mut InFlight,
     mode: Mode,
+    follows_failover: bool,
     frame: Frame,
     bytes: &[u8],
     events: &mut Vec<Event>,
@@ -540,6 +562,22 @@ fn take(
             match command::outcome(&request.op, frame, bytes) {
                 Outcome::Settled(reply) => {
                     events.extend(request.settled(reply));
+                    Ok(())
+                }
+                // A demoted master: under Sentinel, the connection takes no more writes and
+                // the call goes back to be sent to the new master; otherwise a replica was
+                // named, and the call fails with its words.
+                Outcome::Refused(err) if err.demoted => {
+                    if follows_failover {
+                        in_flight.retired = true;
+                        let err = StoreError {
+                            retryable: true,
+                            ..err
+                        };
+                        refused.push((request, err));
+                    } else {
+                        events.extend(request.settled(Reply::Error(err)));
+                    }
                     Ok(())
                 }
                 // Refused with the whole connection: the rest go back with it as it ends.

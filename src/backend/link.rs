@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use super::connect::{Connector, Stream};
+use super::connect::{Connected, Connector};
 use super::connection::{Connection, Mode, Sink};
+use super::sentinel::{Switch, Switches};
 use crate::error::{ErrorCode, StoreError};
 use crate::options::Timeouts;
 
@@ -29,7 +30,7 @@ pub struct Link {
     mode: Mode,
     sink: Sink,
     live: Option<Connection>,
-    attempt: Option<JoinHandle<Result<Box<dyn Stream>, StoreError>>>,
+    attempt: Option<JoinHandle<Result<Connected, StoreError>>>,
     /// When the attempt under way gives up, if it has not connected by then.
     attempt_ends: Instant,
     failures: u32,
@@ -122,14 +123,14 @@ impl Link {
         });
         self.attempt = None;
         match outcome {
-            Ok(stream) => {
+            Ok((stream, endpoint)) => {
                 let command = self.timeouts.command;
                 self.live = Some(Connection::open(
                     stream,
                     self.mode,
                     self.sink.clone(),
                     command,
-                    self.connector.clone(),
+                    endpoint,
                 ));
                 Ok(())
             }
@@ -138,6 +139,46 @@ impl Link {
                 Err(err)
             }
         }
+    }
+
+    /// Under Sentinel, the masters announced as they move.
+    pub fn switches(&self) -> Switches {
+        self.connector.switches()
+    }
+
+    /// The master has moved: a connection to another server takes no more writes (what it
+    /// has in flight still gets its replies, unless the sentinels found that server down, when
+    /// none will come: then it fails now), and an attempt under way, which may be going to
+    /// the old master, starts over at once. Whether a connection or attempt was let go.
+    pub fn follow(&mut self, switch: &Switch) -> bool {
+        let stale = self
+            .live
+            .as_ref()
+            .is_some_and(|live| live.endpoint().is_not(&switch.master));
+        if stale {
+            if let Some(live) = self.live.take() {
+                if switch.previous_down {
+                    live.abort(StoreError::new(
+                        ErrorCode::Connection,
+                        format!(
+                            "{}: the sentinels found this master down and failed it over to {}; \
+                             the command may have run",
+                            live.endpoint().describe(),
+                            switch.master
+                        ),
+                    ));
+                } else {
+                    live.retire();
+                }
+            }
+        }
+        let attempt = self.attempt.take();
+        if let Some(attempt) = &attempt {
+            attempt.abort();
+        }
+        self.healthy();
+        self.next_attempt = Instant::now();
+        stale || attempt.is_some()
     }
 
     /// The server is serving: the next failure is retried quickly again.

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod redis;
 mod resp;
 mod router;
+mod sentinel;
 mod stream;
 mod subscriber;
 

@@ -1,6 +1,6 @@
-//! Redis standalone: a command router and a subscriber, each over its own link to the
-//! server, and a pool of connections for blocking reads, served by one I/O thread for the
-//! whole process.
+//! Redis, standalone or under Sentinel: a command router and a subscriber, each over its own
+//! link to the server (the master the sentinels name, under Sentinel), and a pool of
+//! connections for blocking reads, served by one I/O thread for the whole process.
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::connect::Connector;
 use super::connection::{Mode, Sink};
 use super::link::Link;
+use super::sentinel::Switches;
 use super::{blocking, router, subscriber, Joint, Op, Request};
 use crate::bridge::Outbox;
 use crate::error::{ErrorCode, StoreError};
@@ -26,6 +27,8 @@ pub struct RedisBackend {
     stop_blocking_reads: RefCell<Option<oneshot::Sender<()>>>,
     timeouts: Timeouts,
     submitted: Cell<u64>,
+    /// Under Sentinel, keeps the sentinel watcher going while the adapter lives.
+    _switches: Switches,
 }
 
 impl RedisBackend {
@@ -38,6 +41,11 @@ impl RedisBackend {
         let (refused, refused_queue) = unbounded_channel();
         let (blocking_reads, blocking_queue) = unbounded_channel();
         let (stop_blocking_reads, stop) = oneshot::channel();
+        // Taken before the watcher starts, which ends once nothing listens.
+        let switches = connector.switches();
+        if let Some(sentinels) = connector.sentinels() {
+            runtime.spawn(sentinels.watch());
+        }
         runtime.spawn(blocking::serve(
             connector.clone(),
             timeouts,
@@ -82,6 +90,7 @@ impl RedisBackend {
             stop_blocking_reads: RefCell::new(Some(stop_blocking_reads)),
             timeouts,
             submitted: Cell::new(0),
+            _switches: switches,
         })
     }
 

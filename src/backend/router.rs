@@ -1,8 +1,9 @@
 //! The command router: takes calls off the adapter's queue, writes whatever has queued as one
 //! pipeline on the link's connection, fails calls that waited their `connectTimeout` for a
 //! connection, and retries calls the server refused for now (LOADING, BUSY, MASTERDOWN,
-//! TRYAGAIN, a full server) within their deadline. Standalone today; this is where Sentinel
-//! and Cluster will choose a link per call.
+//! TRYAGAIN, a full server; under Sentinel, READONLY from a demoted master) within their
+//! deadline. Under Sentinel the link follows the master the sentinels announce; this is where
+//! Cluster will choose a link per call.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
 
 use super::link::Link;
+use super::sentinel::next_switch;
 use super::Request;
 use crate::bridge::{Outbox, Reply};
 use crate::error::StoreError;
@@ -28,6 +30,7 @@ pub async fn serve(
 ) {
     // Connect at once, so the first calls find the connection ready or being made.
     link.start_attempt();
+    let mut switches = link.switches();
     let mut waiting: Vec<Request> = Vec::new();
     // Calls the server refused for now, and every call submitted after them, in submission
     // order: sent again together when `held_until` comes, so retries never reorder calls.
@@ -61,6 +64,12 @@ pub async fn serve(
                 // Each call rides at most one failed attempt: those waiting fail with it.
                 Err(err) => fail(&outbox, waiting.drain(..), &err),
             },
+            // Under Sentinel: nothing more goes to the old master once the switch is known.
+            switch = next_switch(&mut switches) => {
+                if link.follow(&switch) {
+                    link.start_attempt();
+                }
+            }
             Some((request, err)) = refused.recv() => {
                 hold(request, err, link.timeouts.command, &mut held, &mut held_until, &outbox)
             }

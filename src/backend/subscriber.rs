@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{timeout_at, Instant};
 
 use super::link::{backoff, Link};
+use super::sentinel::next_switch;
 use super::{Op, Request};
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::{ErrorCode, StoreError};
@@ -35,6 +36,7 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
     let every = link.timeouts.command.clamp(MIN_PING_EVERY, MAX_PING_EVERY);
     let mut health = tokio::time::interval(every);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut switches = link.switches();
     let mut subscriber = Subscriber {
         link,
         outbox,
@@ -93,6 +95,11 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
                 }
             }
             _ = ended, if live => {}
+            // Under Sentinel: the channels move to the new master, as after any loss but
+            // without reporting one.
+            switch = next_switch(&mut switches) => {
+                subscriber.link.follow(&switch);
+            }
             outcome = subscriber.link.attempt_done(), if subscriber.link.connecting() => {
                 match outcome {
                     // Everything was unsubscribed while it connected.
@@ -165,6 +172,8 @@ impl Subscriber {
                 self.link.start_attempt();
                 match timeout_at(wait_until, self.link.attempt_done()).await {
                     Err(_) => return Err(self.link.not_connected()),
+                    // A failover under way: the sentinels will name a master soon.
+                    Ok(Err(err)) if err.retryable && Instant::now() < wait_until => continue,
                     Ok(Err(err)) => return Err(err),
                     Ok(Ok(())) => {
                         if let Err(err) = self.restore().await {
