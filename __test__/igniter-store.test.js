@@ -8,7 +8,7 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const Redis = require('ioredis')
 const { IgniterStore, IgniterStoreEvents, IgniterStoreRedisAdapter } = require('@igniter-js/store')
-const { backends } = require('./helpers/backends.js')
+const { backends, sentinelBackend } = require('./helpers/backends.js')
 const { startRedis } = require('./helpers/redis-server.js')
 const { waitUntil } = require('./helpers/wait.js')
 const { hasCode: code } = require('./helpers/expect.js')
@@ -94,7 +94,7 @@ async function blockedClients(server) {
 // (or close), so a read that is not woken by an append fails the test by its timeout.
 const BLOCK_FOREVER_MS = 600_000
 
-for (const backend of backends) {
+for (const backend of [...backends, sentinelBackend]) {
   describe(`Igniter store manager over the ${backend.name} backend`, () => {
     before(async () => {
       await backend.setup()
@@ -131,7 +131,7 @@ for (const backend of backends) {
     }
 
     // Server-side state on Redis; the memory store has none to show.
-    const redisOnly = backend.name === 'redis'
+    const redisOnly = backend.name !== 'memory'
     const cli = (...args) => backend.server.cli(...args)
     const blockedNow = () => (redisOnly ? blockedClients(backend.server) : Promise.resolve(0))
     async function untilBlocked(before, more) {

@@ -50,9 +50,22 @@ describe('Redis inputs', () => {
     invalid('redis://127.0.0.1:6379/4294967296', /database number/)
   })
 
-  it('refuses cluster and sentinel in this release, and says so', () => {
+  it('refuses cluster in this release, and says so', () => {
     invalid({ cluster: { nodes: ['redis://127.0.0.1:7000'] } }, /cluster.*not supported/)
-    invalid({ sentinel: { sentinels: ['127.0.0.1:26379'], masterName: 'm' } }, /sentinel.*not supported/)
+  })
+
+  it('refuses sentinel options that cannot find a master before any I/O', () => {
+    const sentinels = ['127.0.0.1:26379']
+    for (const clash of [{ url: 'redis://127.0.0.1:6379' }, { host: '127.0.0.1' }, { port: 6379 }, { cluster: { nodes: [] } }]) {
+      invalid({ sentinel: { sentinels, masterName: 'm' }, ...clash }, /cannot be combined/)
+    }
+    invalid({ sentinel: { sentinels: [], masterName: 'm' } }, /non-empty list/)
+    invalid({ sentinel: { sentinels, masterName: '' } }, /masterName/)
+    invalid({ sentinel: { sentinels } }, /masterName/)
+    invalid({ sentinel: { sentinels: ['rediss://127.0.0.1:26379'], masterName: 'm' } }, /TLS to sentinels/)
+    invalid({ sentinel: { sentinels: ['redis://:pw@127.0.0.1:26379'], masterName: 'm' } }, /sentinel\.password/)
+    invalid({ sentinel: { sentinels: ['127.0.0.1:notaport'], masterName: 'm' } }, /malformed sentinel address/)
+    invalid({ sentinel: { sentinels, masterName: 'm', pasword: 'x' } }, /unknown sentinel option "pasword"/)
   })
 
   it('refuses an ioredis Cluster instance, saying what it is', () => {
@@ -61,9 +74,9 @@ describe('Redis inputs', () => {
     cluster.disconnect()
   })
 
-  it('refuses an ioredis client set up for Sentinel rather than connect elsewhere', () => {
-    const sentinelClient = new Redis({ sentinels: [{ host: '127.0.0.1', port: 1 }], name: 'mymaster', lazyConnect: true })
-    invalid(sentinelClient, /Sentinel/)
+  it('refuses an ioredis client with TLS to its sentinels rather than connect in plain text', () => {
+    const sentinelClient = new Redis({ sentinels: [{ host: '127.0.0.1', port: 1 }], name: 'mymaster', enableTLSForSentinelMode: true, lazyConnect: true })
+    invalid(sentinelClient, /TLS to sentinels/)
     sentinelClient.disconnect()
   })
 

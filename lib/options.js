@@ -223,15 +223,15 @@ function redisOptions(input) {
   } else if (isPlainObject(input)) {
     options = input
     checkKnown(options, REDIS_OPTIONS, 'Redis')
-    if (options.cluster !== undefined && options.cluster !== null) {
-      throw invalidArgument('option "cluster" is not supported in this release yet (Redis Cluster comes in a later version)')
-    }
     if (options.sentinel !== undefined && options.sentinel !== null) {
       // The sentinels say where the master is: nothing else may.
       const clash = ['url', 'host', 'port', 'path', 'cluster'].filter((name) => options[name] !== undefined && options[name] !== null)
       if (clash.length > 0) {
         throw invalidArgument(`option "sentinel" finds the master; it cannot be combined with ${clash.map((name) => `"${name}"`).join(', ')}`)
       }
+    }
+    if (options.cluster !== undefined && options.cluster !== null) {
+      throw invalidArgument('option "cluster" is not supported in this release yet (Redis Cluster comes in a later version)')
     }
     const url = options.sentinel != null ? undefined : optionalString(options, 'url') ?? process.env.REDIS_URL
     defaulted = url === undefined && options.host == null && options.port == null

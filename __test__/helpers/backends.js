@@ -1,8 +1,10 @@
 'use strict'
 
-// The contract tests run once per backend: the embedded memory store and a real Redis.
+// The contract tests run once per backend: the embedded memory store and a real Redis; the
+// Igniter contracts run through Sentinel too.
 
 const { startRedis } = require('./redis-server.js')
+const { startSentinelSetup } = require('./sentinel.js')
 const { createMemoryStoreAdapter, createRedisStoreAdapter } = require('../../index.js')
 
 let prefixes = 0
@@ -30,4 +32,24 @@ const backends = [
   },
 ]
 
-module.exports = { backends }
+// A master, a replica and three sentinels; the adapters find the master through them. Nothing
+// fails over here: `server` is the master throughout.
+const sentinelBackend = {
+  name: 'sentinel',
+  servers: null,
+  get server() {
+    return this.servers.master
+  },
+  async setup() {
+    this.servers = await startSentinelSetup()
+  },
+  async teardown() {
+    await this.servers.stop()
+  },
+  create(options = {}) {
+    const { sentinelUrls, masterName } = this.servers
+    return createRedisStoreAdapter({ sentinel: { sentinels: sentinelUrls, masterName }, keyPrefix: `s${++prefixes}:`, ...options })
+  },
+}
+
+module.exports = { backends, sentinelBackend }
