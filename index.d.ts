@@ -167,6 +167,16 @@ export interface TlsOptions {
   rejectUnauthorized?: boolean
 }
 
+export interface SentinelOptions {
+  /** `redis://host:port` or `host:port` (port 26379 when left out); more are learned from them. */
+  sentinels: Array<string | { host: string; port?: number }>
+  /** The name the sentinels monitor the master by (`sentinel monitor <name> ...`). */
+  masterName: string
+  /** The sentinels' own credentials, when they have `requirepass` or ACL users. */
+  username?: string
+  password?: string
+}
+
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host[:port][/db]`, `rediss://…`, `unix:///path` or `redis+unix:///path`. */
   url?: string
@@ -184,8 +194,12 @@ export interface RedisStoreOptions {
   commandTimeout?: number
   /** Not supported in this release: refused with ERR_STORE_INVALID_ARGUMENT. */
   cluster?: { nodes: string[] }
-  /** Not supported in this release: refused with ERR_STORE_INVALID_ARGUMENT. */
-  sentinel?: { sentinels: string[]; masterName: string }
+  /**
+   * Find the master through Redis Sentinel and follow its failovers. Not with `url`, `host`,
+   * `port` or `cluster`; the top-level `username`, `password`, `db` and `tls` are the data
+   * nodes'.
+   */
+  sentinel?: SentinelOptions
   /** Errors that belong to no call: a callback that threw, a lost connection. Default: `process.emitWarning`. */
   onError?: (error: Error) => void
   /** Bytes of Pub/Sub messages that may wait in native memory for JS; default 64 MiB. */

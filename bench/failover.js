@@ -7,7 +7,7 @@
 // after it that succeeded, gets that returned anything but the last acknowledged set, calls
 // slower than `commandTimeout`, and whether the subscription delivers again.
 //
-//   node bench/failover.js            env FAILOVER_CLIENTS (ioredis), FAILOVER_EVENTS (all)
+//   node bench/failover.js            env FAILOVER_CLIENTS (kindling,ioredis), FAILOVER_EVENTS (all)
 //
 // The setup (a master, one replica, three sentinels, down-after 1000 ms, failover-timeout
 // 5000 ms) is started here on free loopback ports and stopped by pid.
@@ -18,7 +18,7 @@ const { waitUntil } = require('../__test__/helpers/wait.js')
 
 const COMMAND_TIMEOUT_MS = 5000
 const EVENTS = (process.env.FAILOVER_EVENTS ?? 'failover,kill,stop').split(',')
-const CLIENTS = (process.env.FAILOVER_CLIENTS ?? 'ioredis').split(',')
+const CLIENTS = (process.env.FAILOVER_CLIENTS ?? 'kindling,ioredis').split(',')
 // How long the load runs after the event; long enough for a SIGSTOPped master to be voted down.
 const AFTER_MS = 12000
 
@@ -51,7 +51,25 @@ function ioredis(setup) {
   }
 }
 
-const CLIENT_FACTORIES = { ioredis }
+// Kindling through the same sentinels, with the same commandTimeout.
+function kindling(setup) {
+  const { createRedisStoreAdapter } = require('..')
+  const adapter = createRedisStoreAdapter({
+    sentinel: { sentinels: setup.sentinelUrls, masterName: setup.masterName },
+    commandTimeout: COMMAND_TIMEOUT_MS,
+    onError: () => {},
+  })
+  return {
+    set: (key, value) => adapter.set(key, value),
+    get: (key) => adapter.get(key),
+    increment: (key) => adapter.increment(key),
+    publish: (channel, message) => adapter.publish(channel, message),
+    subscribe: (channel, onMessage) => adapter.subscribe(channel, onMessage),
+    close: () => adapter.close(),
+  }
+}
+
+const CLIENT_FACTORIES = { kindling, ioredis }
 
 async function scenario(clientName, event) {
   const setup = await startSentinelSetup()
@@ -107,7 +125,7 @@ async function scenario(clientName, event) {
   await new Promise((resolve) => setTimeout(resolve, AFTER_MS))
   running = false
   await Promise.all([load, publisher])
-  client.close()
+  await client.close()
   await setup.stop()
 
   const after = calls.filter((c) => c.issued >= eventAt)

@@ -17,11 +17,13 @@ async function startSentinelSetup({ replicas = 1, sentinels = 3, downAfterMs = 1
   // directory of the setup's own, never in the working directory, where any later
   // redis-server started there would load it.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kindling-sentinel-'))
-  const master = await startRedis('--dir', dir)
+  // No diskless-sync delay (5 s by default): a replica holds the data from the start, so a
+  // failover soon after start-up promotes a replica that has it.
+  const master = await startRedis('--dir', dir, '--repl-diskless-sync-delay', '0')
   const replicaServers = []
   for (let i = 0; i < replicas; i++) {
     const replicaDir = fs.mkdtempSync(path.join(dir, 'replica-'))
-    replicaServers.push(await startRedis('--dir', replicaDir, '--replicaof', '127.0.0.1', String(master.port)))
+    replicaServers.push(await startRedis('--dir', replicaDir, '--repl-diskless-sync-delay', '0', '--replicaof', '127.0.0.1', String(master.port)))
   }
   const sentinelServers = []
   for (let i = 0; i < sentinels; i++) {
@@ -73,8 +75,8 @@ async function startSentinelSetup({ replicas = 1, sentinels = 3, downAfterMs = 1
       fs.rmSync(dir, { recursive: true, force: true })
     },
   }
-  // Ready when every replica is linked and every sentinel knows them all and the others.
-  await waitUntil(async () => Number(/^connected_slaves:(\d+)/m.exec(await master.cli('INFO', 'replication'))[1]) === replicas, { what: 'replicas linked' })
+  // Ready when every replica has synced and every sentinel knows them all and the others.
+  await waitUntil(async () => ((await master.cli('INFO', 'replication')).match(/state=online/g) ?? []).length === replicas, { what: 'replicas in sync' })
   for (const sentinel of sentinelServers) {
     await waitUntil(async () => {
       const known = async (...command) => (await sentinel.cli(...command).catch(() => '')).split('\n').filter((line) => line === 'name').length
