@@ -192,10 +192,16 @@ async fn open_and_read(
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         // An attempt under way when the master moves may be going to the old one.
-        let attempt = tokio::select! {
-            attempt = connector.connect_within(budget) => attempt,
-            _ = next_switch(&mut switches) => continue,
+        let connect = connector.connect_within(budget);
+        tokio::pin!(connect);
+        let attempt = loop {
+            tokio::select! {
+                attempt = &mut connect => break Some(attempt),
+                switch = next_switch(&mut switches) => if switch.moved { break None },
+            }
         };
+        // The master moved during the attempt: start over.
+        let Some(attempt) = attempt else { continue };
         match attempt {
             Ok((stream, endpoint)) => {
                 let connection =

@@ -146,10 +146,11 @@ impl Link {
         self.connector.switches()
     }
 
-    /// The master has moved: a connection to another server takes no more writes (what it
+    /// A master is announced: a connection to another server takes no more writes (what it
     /// has in flight still gets its replies, unless the sentinels found that server down, when
-    /// none will come: then it fails now), and an attempt under way, which may be going to
-    /// the old master, starts over at once. Whether a connection or attempt was let go.
+    /// none will come: then it fails now); when the master has moved, an attempt under way,
+    /// which may be going to the old one, starts over at once. Whether a connection or
+    /// attempt was let go.
     pub fn follow(&mut self, switch: &Switch) -> bool {
         let stale = self
             .live
@@ -172,13 +173,15 @@ impl Link {
                 }
             }
         }
-        let attempt = self.attempt.take();
-        if let Some(attempt) = &attempt {
-            attempt.abort();
+        let restarted = switch.moved && self.attempt.is_some();
+        if switch.moved {
+            if let Some(attempt) = self.attempt.take() {
+                attempt.abort();
+            }
+            self.healthy();
+            self.next_attempt = Instant::now();
         }
-        self.healthy();
-        self.next_attempt = Instant::now();
-        stale || attempt.is_some()
+        stale || restarted
     }
 
     /// The server is serving: the next failure is retried quickly again.

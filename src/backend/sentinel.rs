@@ -44,14 +44,12 @@ pub struct Switch {
 /// What a link listens to for the master moving; `None` without Sentinel.
 pub type Switches = Option<watch::Receiver<Option<Switch>>>;
 
-/// The next time the master moves (never, without Sentinel).
+/// The next master announced (never, without Sentinel).
 pub async fn next_switch(switches: &mut Switches) -> Switch {
     if let Some(receiver) = switches {
         while receiver.changed().await.is_ok() {
             if let Some(switch) = receiver.borrow_and_update().clone() {
-                if switch.moved {
-                    return switch;
-                }
+                return switch;
             }
         }
     }
