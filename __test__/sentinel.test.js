@@ -40,8 +40,10 @@ const DATA_PASSWORD = 'd4ta-nodes'
 const CONNECTION_CODES = new Set(['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'])
 
 // ---------------------------------------------------------------------------------------
-// Setups, started together (most of a start is waiting for the sentinels to find each other)
-// and stopped at the end whatever happened.
+// Setups, started one after another in the background from the first test on (most of a
+// start is waiting for the sentinels to find each other), and stopped at the end whatever
+// happened. Not all at once: the helpers pick a free port and bind it later, and two setups
+// choosing ports together can pick the same one.
 
 const SETUPS = {
   main: {},
@@ -50,6 +52,7 @@ const SETUPS = {
   auth: { sentinelPassword: SENTINEL_PASSWORD },
 }
 const started = new Map()
+let lastStart = Promise.resolve()
 
 async function startSetup(options) {
   const setup = await startSentinelSetup({ downAfterMs: DOWN_AFTER_MS, failoverTimeoutMs: FAILOVER_TIMEOUT_MS, ...options })
@@ -70,8 +73,9 @@ async function startSetup(options) {
 
 function setupFor(name) {
   if (!started.has(name)) {
-    const promise = startSetup(SETUPS[name])
+    const promise = lastStart.then(() => startSetup(SETUPS[name]))
     promise.catch(() => {}) // awaited by the tests that use it
+    lastStart = promise.catch(() => {})
     started.set(name, promise)
   }
   return started.get(name)
