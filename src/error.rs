@@ -124,9 +124,14 @@ fn refuses_connection(text: &str) -> Option<bool> {
     }
 }
 
-/// Replies that say the command did not run and the condition will pass.
+/// Replies that say the command did not run and the condition will pass. NOREPLICAS: a
+/// master with `min-replicas-to-write` has too few replicas for now, as while a replica is
+/// promoted in its place.
 fn passing_state(code: &str) -> bool {
-    matches!(code, "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN")
+    matches!(
+        code,
+        "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "NOREPLICAS"
+    )
 }
 
 /// What a command did to make the server refuse it, where that changes the error's code.
@@ -223,6 +228,18 @@ mod tests {
                 Refused::Other,
                 ErrorCode::Redis,
                 true,
+            ),
+            (
+                "NOREPLICAS Not enough good replicas to write.",
+                Refused::Other,
+                ErrorCode::Redis,
+                true,
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                Refused::Other,
+                ErrorCode::Redis,
+                false,
             ),
             (
                 "TRYAGAIN Multiple keys request during rehashing",

@@ -172,6 +172,12 @@ impl Connector {
         }
     }
 
+    /// What the attempt under way has found so far, where it has something to say (which
+    /// sentinels have failed to name the master).
+    pub fn progress(&self) -> Option<StoreError> {
+        self.sentinels()?.progress()
+    }
+
     /// A connection that has authenticated and selected its database, within `limit`; under
     /// Sentinel, to the master the sentinels name, asked within the same `limit`.
     pub async fn connect_within(&self, limit: Duration) -> Result<Connected, StoreError> {

@@ -200,18 +200,23 @@ impl Link {
     /// Why a call that waited its `connectTimeout` got no connection.
     pub fn not_connected(&self) -> StoreError {
         let waited = self.timeouts.connect.as_millis();
-        match &self.last_error {
-            Some(last) => StoreError {
-                message: format!(
-                    "no connection within connectTimeout ({waited} ms); the last attempt failed: {}",
-                    last.message
-                ),
-                ..last.clone()
-            },
-            None => StoreError::new(
-                ErrorCode::Connection,
-                format!("no connection within connectTimeout ({waited} ms)"),
+        let (reason, why) = match (&self.last_error, self.connector.progress()) {
+            (Some(last), _) => ("the last attempt failed", last.clone()),
+            // The call gave up before the first attempt ended (it started late).
+            (None, Some(so_far)) => ("the attempt under way", so_far),
+            (None, None) => {
+                return StoreError::new(
+                    ErrorCode::Connection,
+                    format!("no connection within connectTimeout ({waited} ms)"),
+                )
+            }
+        };
+        StoreError {
+            message: format!(
+                "no connection within connectTimeout ({waited} ms); {reason}: {}",
+                why.message
             ),
+            ..why
         }
     }
 }

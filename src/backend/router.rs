@@ -68,6 +68,11 @@ pub async fn serve(
             switch = next_switch(&mut switches) => {
                 if link.follow(&switch) {
                     link.start_attempt();
+                    // Calls the old master refused for now (NOREPLICAS, READONLY) go to the
+                    // new one as soon as it is connected, not after their backoff.
+                    if held_until.is_some() {
+                        held_until = Some(Instant::now());
+                    }
                 }
             }
             Some((request, err)) = refused.recv() => {

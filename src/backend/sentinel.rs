@@ -66,6 +66,9 @@ pub struct Sentinels {
     epoch: AtomicU64,
     announced: watch::Sender<Option<Switch>>,
     timeouts: Timeouts,
+    /// What the latest discovery under way has heard so far: a call that gives up waiting
+    /// for it says so.
+    progress: Mutex<Option<StoreError>>,
 }
 
 /// One sentinel's view.
@@ -91,6 +94,7 @@ impl Sentinels {
             epoch: AtomicU64::new(0),
             announced: watch::Sender::new(None),
             timeouts,
+            progress: Mutex::new(None),
         })
     }
 
@@ -113,6 +117,7 @@ impl Sentinels {
             asks.spawn(async move { (i, sentinels.ask(&host, port, deadline).await) });
         }
         let mut failures: Vec<Option<StoreError>> = vec![None; known.len()];
+        *lock(&self.progress) = Some(self.listing(&known, &failures, "no answer yet"));
         while let Ok(Some(asked)) = timeout_at(deadline, asks.join_next()).await {
             let Ok((i, answer)) = asked else { continue };
             match answer {
@@ -120,6 +125,7 @@ impl Sentinels {
                     self.learn(&answer.sentinels);
                     let newest = self.epoch.fetch_max(answer.epoch, Ordering::AcqRel);
                     if answer.epoch >= newest {
+                        *lock(&self.progress) = None;
                         return Ok((answer.host, answer.port));
                     }
                     failures[i] = Some(StoreError::new(
@@ -132,14 +138,32 @@ impl Sentinels {
                 }
                 Err(err) => failures[i] = Some(err),
             }
+            *lock(&self.progress) = Some(self.listing(&known, &failures, "no answer yet"));
         }
+        *lock(&self.progress) = None;
         let waited = self.timeouts.connect.as_millis();
+        let pending = format!("no answer within connectTimeout ({waited} ms)");
+        Err(self.listing(&known, &failures, &pending))
+    }
+
+    /// What the discovery under way has heard so far, if one is under way.
+    pub fn progress(&self) -> Option<StoreError> {
+        lock(&self.progress).clone()
+    }
+
+    /// What each sentinel did (`pending` for those that have not answered).
+    fn listing(
+        &self,
+        known: &[(String, u16)],
+        failures: &[Option<StoreError>],
+        pending: &str,
+    ) -> StoreError {
         let each: Vec<String> = known
             .iter()
-            .zip(&failures)
+            .zip(failures)
             .map(|((host, port), failure)| match failure {
                 Some(err) => err.message.clone(),
-                None => format!("sentinel {host}:{port}: no answer in time"),
+                None => format!("sentinel {host}:{port}: {pending}"),
             })
             .collect();
         // Wrong credentials for every sentinel will not pass; anything else may.
@@ -151,17 +175,17 @@ impl Sentinels {
         } else {
             (ErrorCode::Connection, true)
         };
-        Err(StoreError {
+        StoreError {
             retryable,
             ..StoreError::new(
                 code,
                 format!(
-                    "no sentinel named the master {:?} within connectTimeout ({waited} ms): {}",
+                    "no sentinel named the master {:?}: {}",
                     self.master_name,
                     each.join("; ")
                 ),
             )
-        })
+        }
     }
 
     /// Asks one sentinel for the master and for the other sentinels it knows.
@@ -184,10 +208,17 @@ impl Sentinels {
         let asked = exchange(&mut stream, &commands, 2, |i, frame, bytes| {
             match (i, frame) {
                 (_, Frame::Error(text)) => {
-                    return Err(refused(format!(
-                        "sentinel {host}:{port}: refused: {}",
-                        resp::text(bytes, &text)
-                    )))
+                    let text = resp::text(bytes, &text);
+                    // Sentinels that want a password when none was given: a login refused.
+                    let code = if text.starts_with("NOAUTH") {
+                        ErrorCode::Auth
+                    } else {
+                        ErrorCode::Connection
+                    };
+                    return Err(StoreError::new(
+                        code,
+                        format!("sentinel {host}:{port}: refused: {text}"),
+                    ));
                 }
                 (0, Frame::Array(fields)) => master = address(&fields, bytes, true),
                 (_, Frame::Array(others)) => {
