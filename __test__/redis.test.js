@@ -54,20 +54,6 @@ describe('Redis inputs', () => {
     invalid({ cluster: { nodes: ['redis://127.0.0.1:7000'] } }, /cluster.*not supported/)
   })
 
-  it('refuses sentinel options that cannot find a master before any I/O', () => {
-    const sentinels = ['127.0.0.1:26379']
-    for (const clash of [{ url: 'redis://127.0.0.1:6379' }, { host: '127.0.0.1' }, { port: 6379 }, { cluster: { nodes: [] } }]) {
-      invalid({ sentinel: { sentinels, masterName: 'm' }, ...clash }, /cannot be combined/)
-    }
-    invalid({ sentinel: { sentinels: [], masterName: 'm' } }, /non-empty list/)
-    invalid({ sentinel: { sentinels, masterName: '' } }, /masterName/)
-    invalid({ sentinel: { sentinels } }, /masterName/)
-    invalid({ sentinel: { sentinels: ['rediss://127.0.0.1:26379'], masterName: 'm' } }, /TLS to sentinels/)
-    invalid({ sentinel: { sentinels: ['redis://:pw@127.0.0.1:26379'], masterName: 'm' } }, /sentinel\.password/)
-    invalid({ sentinel: { sentinels: ['127.0.0.1:notaport'], masterName: 'm' } }, /malformed sentinel address/)
-    invalid({ sentinel: { sentinels, masterName: 'm', pasword: 'x' } }, /unknown sentinel option "pasword"/)
-  })
-
   it('refuses an ioredis Cluster instance, saying what it is', () => {
     const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true })
     invalid(cluster, /an ioredis Cluster instance: Redis Cluster is not supported yet/)

@@ -14,7 +14,10 @@ const { performance } = require('node:perf_hooks')
 const { setTimeout: delay } = require('node:timers/promises')
 const Redis = require('ioredis')
 const { startSentinelSetup } = require('./helpers/sentinel.js')
-const { freePort } = require('./helpers/redis-server.js')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { freePort, startRedis, RedisServer } = require('./helpers/redis-server.js')
 const { startProxy } = require('./helpers/fault-proxy.js')
 const { waitUntil, collect } = require('./helpers/wait.js')
 const { hasCode } = require('./helpers/expect.js')
@@ -50,6 +53,7 @@ const SETUPS = {
   kill: {},
   stop: {},
   auth: { sentinelPassword: SENTINEL_PASSWORD },
+  watch: {},
 }
 const started = new Map()
 let lastStart = Promise.resolve()
@@ -442,6 +446,35 @@ describe('sentinel options', () => {
     invalid({ sentinel: { sentinels: ['127.0.0.1:26399'], masterName: '' } }, /masterName/)
     invalid({ sentinel: { sentinels: ['127.0.0.1:26399'], masterName: 'mymaster', pasword: 'x' } }, /pasword/)
     invalid({ sentinel: 'redis://127.0.0.1:26399' })
+    // Nothing silently ignored: TLS to sentinels, credentials, a database or query in an
+    // address, port 0, unknown keys of an address object.
+    invalid({ sentinel: { sentinels: ['rediss://127.0.0.1:26399'], masterName: 'mymaster' } }, /TLS to sentinels/)
+    invalid({ sentinel: { sentinels: ['redis://:pw@127.0.0.1:26399'], masterName: 'mymaster' } }, /sentinel\.password/)
+    invalid({ sentinel: { sentinels: ['127.0.0.1:26399/5'], masterName: 'mymaster' } }, /host and port only/)
+    invalid({ sentinel: { sentinels: ['127.0.0.1:26399?password=x'], masterName: 'mymaster' } }, /host and port only/)
+    invalid({ sentinel: { sentinels: ['127.0.0.1:0'], masterName: 'mymaster' } }, /malformed/)
+    invalid({ sentinel: { sentinels: [{ host: '127.0.0.1', port: 26399, password: 'x' }], masterName: 'mymaster' } }, /password/)
+  })
+
+  it('never echoes a sentinel address, which may hold credentials', () => {
+    for (const address of ['redis://user:hunter2-address@host:notaport', 'http://user:hunter2-address@host']) {
+      assert.throws(() => createRedisStoreAdapter({ sentinel: { sentinels: [address], masterName: 'mymaster' } }), (err) => {
+        hasCode('ERR_STORE_INVALID_ARGUMENT', TypeError)(err)
+        assertNoSecret(err, 'hunter2-address')
+        return true
+      })
+    }
+  })
+
+  it('refuses ioredis Sentinel settings it would otherwise ignore: a replica role, a natMap', () => {
+    for (const extra of [{ role: 'slave' }, { natMap: { '10.0.0.1:6379': { host: '127.0.0.1', port: 6379 } } }]) {
+      const client = new Redis({ sentinels: [{ host: '127.0.0.1', port: 26399 }], name: 'mymaster', lazyConnect: true, ...extra })
+      try {
+        invalid(client, /slave|natMap/)
+      } finally {
+        client.disconnect()
+      }
+    }
   })
 
   it('never puts the sentinel password into a factory error', () => {
@@ -559,6 +592,20 @@ describe('sentinel discovery', () => {
     }
   })
 
+  it('serves a user without ROLE (least privilege: +@all -@dangerous), taking the sentinels\' word', async () => {
+    const password = 'role-less-pass'
+    assert.equal(await setup.master.cli('ACL', 'SETUSER', 'roleless', 'on', `>${password}`, '~*', '&*', '+@all', '-@dangerous'), 'OK')
+    const store = openStore(setup, { username: 'roleless', password })
+    try {
+      await store.set('least-privilege', 1)
+      assert.equal(await store.get('least-privilege'), 1)
+      assert.match(await setup.master.cli('ACL', 'DRYRUN', 'roleless', 'ROLE'), /no permissions/)
+    } finally {
+      await store.close()
+      await setup.master.cli('ACL', 'DELUSER', 'roleless')
+    }
+  })
+
   // Last here: it moves this setup's master.
   it('SENTINEL FAILOVER under load: no call fails, nothing is lost once the switch is known, the subscription follows', async (t) => {
     // Between the replica's promotion and +switch-master (about a second: the sentinel sees the
@@ -573,6 +620,100 @@ describe('sentinel discovery', () => {
     // periods after the switch: an adapter that moved later was not following +switch-master.
     assert.ok(movedAt - switchedAt < 5000, `the load reached the new master ${Math.round(movedAt - switchedAt)} ms after the sentinels switched`)
     assert.deepEqual(failed.map((call) => describeCall(call, eventAt)), [], 'calls that failed')
+  })
+
+  it('follows sentinels reset to an older configuration epoch (restarted without their config)', async () => {
+    const store = openStore(setup)
+    try {
+      // After the failover above, the adapter has seen epoch 1 or more.
+      await store.set('epoch', 1)
+      const masterPort = await setup.masterPort()
+      for (const sentinel of setup.sentinels) {
+        assert.equal(await sentinel.cli('SENTINEL', 'REMOVE', setup.masterName), 'OK')
+        assert.equal(await sentinel.cli('SENTINEL', 'MONITOR', setup.masterName, '127.0.0.1', String(masterPort), '2'), 'OK')
+        assert.match(await sentinel.cli('SENTINEL', 'MASTER', setup.masterName), /config-epoch\n0\n/)
+      }
+      // Its connections go; the next ones are found through sentinels at epoch 0.
+      await setup.node(masterPort).cli('CLIENT', 'KILL', 'TYPE', 'normal')
+      assert.equal(await store.get('epoch'), 1)
+      await store.set('epoch', 2)
+      assert.equal(await store.get('epoch'), 2)
+    } finally {
+      await store.close()
+    }
+  })
+})
+
+describe('the watcher', () => {
+  let setup
+  let other
+  let otherSentinel
+  let dir
+  before(async () => {
+    setup = await setupFor('watch')
+    // A sentinel that monitors another master only: it answers PING, and cannot say where
+    // this master is.
+    other = await startRedis()
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kindling-other-sentinel-'))
+    const port = await freePort()
+    const config = path.join(dir, 'sentinel.conf')
+    fs.writeFileSync(config, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor othermaster 127.0.0.1 ${other.port} 1\n`)
+    otherSentinel = await new RedisServer(port, [], config).start()
+  })
+  after(async () => {
+    await otherSentinel?.stop()
+    await other?.stop()
+    if (dir) fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  // Which sentinel holds the watcher's subscription.
+  const watching = async (sentinel) => /\bsub=3\b/.test(await sentinel.cli('CLIENT', 'LIST').catch(() => ''))
+
+  it('moves past a sentinel that cannot name the master, and through a master hung together with the watched sentinel fails calls in flight at the switch, subscribes, and delivers', async (t) => {
+    const errors = []
+    const store = openStore(setup, {
+      sentinel: { sentinels: [hostPort(otherSentinel), ...setup.sentinelUrls] },
+      commandTimeout: 8000,
+      onError: (err) => errors.push(err),
+    })
+    const stopped = []
+    try {
+      const a = collect(1)
+      await store.subscribe('a', a.callback)
+      await store.set('k', 'before')
+      // Not on the sentinel that monitors another name: on the first that names this master.
+      await waitUntil(() => watching(setup.sentinels[0]), { what: 'the watcher on the first sentinel of this master' })
+      assert.equal(await watching(otherSentinel), false)
+
+      // The master and the watched sentinel hang together (one host lost): the watcher learns
+      // of the switch from another sentinel, which has the old master down.
+      const master = setup.node(await setup.masterPort())
+      await master.cli('CLIENT', 'PAUSE', '10000', 'ALL')
+      const inFlight = store.get('k').then(() => null, (err) => err)
+      await delay(50)
+      const stoppedAt = performance.now()
+      for (const server of [master, setup.sentinels[0]]) {
+        process.kill(server.process.pid, 'SIGSTOP')
+        stopped.push(server)
+      }
+      const subscribed = store.subscribe('b', collect(1).callback).then(() => performance.now() - stoppedAt)
+      const err = await inFlight
+      const failedAfter = performance.now() - stoppedAt
+      t.diagnostic(`the call in flight failed after ${Math.round(failedAfter)} ms: ${err && err.code} ${err && err.message}`)
+      hasCode('ERR_STORE_CONNECTION')(err)
+      assert.match(err.message, /down and failed it over/)
+      assert.ok(failedAfter < 8000, 'failed at the switch, not at commandTimeout')
+      const subscribedAfter = await subscribed
+      t.diagnostic(`a subscribe made during the hang resolved after ${Math.round(subscribedAfter)} ms`)
+      assert.ok(subscribedAfter < 8000, 'subscribed at the switch, not after commandTimeout')
+      await store.set('k', 'after')
+      assert.equal(await store.get('k'), 'after')
+      await store.publish('a', 'again')
+      assert.deepEqual((await within(a.all, 5000, 'a message after the switch')).map((m) => m.message), ['again'])
+    } finally {
+      for (const server of stopped) process.kill(server.process.pid, 'SIGCONT')
+      await store.close()
+    }
   })
 })
 

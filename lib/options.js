@@ -140,25 +140,31 @@ function tlsOption(tls) {
   return { ca: pem('ca'), cert: pem('cert'), key: pem('key'), servername: tls.servername ?? undefined, rejectUnauthorized: tls.rejectUnauthorized }
 }
 
-// One sentinel's address: `redis://host:port`, `host:port`, or ioredis's `{ host, port }`.
-function sentinelAddress(entry) {
+// One sentinel's address: `redis://host:port`, `host:port`, or ioredis's `{ host?, port? }`.
+// Never echoes the address: it may hold credentials.
+function sentinelAddress(entry, i) {
+  const where = `sentinel ${i + 1} of "sentinel.sentinels"`
   if (isPlainObject(entry)) {
-    if (typeof entry.host !== 'string' || entry.host === '') throw invalidArgument('a sentinel given as an object needs a "host" string')
-    return { host: entry.host, port: entry.port === undefined ? DEFAULT_SENTINEL_PORT : integerIn(entry.port, 'sentinel port', 1, 65535) }
+    // ioredis's form, as its sentinels list holds it (it may carry a family too).
+    checkKnown(entry, new Set(['host', 'port', 'family']), 'sentinel address')
+    if (entry.host !== undefined && (typeof entry.host !== 'string' || entry.host === '')) throw invalidArgument(`${where}: "host" must be a non-empty string`)
+    return { host: entry.host ?? 'localhost', port: entry.port === undefined ? DEFAULT_SENTINEL_PORT : integerIn(entry.port, 'sentinel port', 1, 65535) }
   }
-  if (typeof entry !== 'string' || entry === '') throw invalidArgument('each sentinel must be a "redis://host:port" or "host:port" string')
-  if (entry.startsWith('rediss://')) throw invalidArgument('TLS to sentinels (rediss://) is not supported in this release; the data nodes take the "tls" option')
+  if (typeof entry !== 'string' || entry === '') throw invalidArgument(`${where} must be a "redis://host:port" or "host:port" string`)
+  if (/^rediss:\/\//i.test(entry)) throw invalidArgument('TLS to sentinels (rediss://) is not supported in this release; the data nodes take the "tls" option')
+  const malformed = () => invalidArgument(`${where} is malformed; expected "redis://host:port" or "host:port"`)
   let url
   try {
     url = new URL(entry.includes('://') ? entry : `redis://${entry}`)
   } catch {
-    throw invalidArgument(`malformed sentinel address ${JSON.stringify(entry)}; expected "redis://host:port" or "host:port"`)
+    throw malformed()
   }
-  if (url.protocol !== 'redis:' || !url.hostname) {
-    throw invalidArgument(`malformed sentinel address ${JSON.stringify(entry)}; expected "redis://host:port" or "host:port"`)
-  }
-  if (url.username || url.password) throw invalidArgument('sentinel credentials go in "sentinel.username" and "sentinel.password", not in the address')
-  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port ? Number(url.port) : DEFAULT_SENTINEL_PORT }
+  if (url.protocol !== 'redis:' || !url.hostname) throw malformed()
+  if (url.username || url.password) throw invalidArgument(`${where}: credentials go in "sentinel.username" and "sentinel.password", not in the address`)
+  if ((url.pathname !== '' && url.pathname !== '/') || url.search || url.hash) throw invalidArgument(`${where}: a sentinel address is host and port only`)
+  const port = url.port ? Number(url.port) : DEFAULT_SENTINEL_PORT
+  if (port < 1) throw malformed()
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port }
 }
 
 function sentinelOption(sentinel) {
@@ -171,7 +177,7 @@ function sentinelOption(sentinel) {
     throw invalidArgument('option "sentinel.masterName" must be the non-empty name the sentinels monitor the master by')
   }
   return {
-    sentinels: sentinel.sentinels.map(sentinelAddress),
+    sentinels: sentinel.sentinels.map((entry, i) => sentinelAddress(entry, i)),
     masterName: sentinel.masterName,
     username: optionalString(sentinel, 'username'),
     password: optionalString(sentinel, 'password'),
@@ -185,6 +191,9 @@ function fromIoredis(client) {
   if (sentinels && (o.enableTLSForSentinelMode || o.sentinelTLS)) {
     throw invalidArgument('an ioredis client with TLS to its sentinels: TLS to sentinels is not supported in this release')
   }
+  // Settings Kindling would otherwise ignore, and connect somewhere else than meant.
+  if (sentinels && o.role === 'slave') throw invalidArgument('an ioredis client for a Sentinel replica (role: "slave"): Kindling always uses the master')
+  if (sentinels && o.natMap) throw invalidArgument('an ioredis client with a natMap: address translation is not supported in this release')
   const settings = {
     host: o.path ? undefined : o.host,
     port: o.path ? undefined : o.port,

@@ -277,6 +277,10 @@ impl Connector {
             exchange(&mut stream, &self.hello, steps.len(), |i, frame, bytes| {
                 *step = steps[i];
                 match (steps[i], frame) {
+                    // A user without ROLE (it is in @admin): the sentinels' word is taken.
+                    (Step::Role, Frame::Error(text)) if bytes[text.clone()].starts_with(b"NOPERM") => {
+                        Ok(())
+                    }
                     (_, Frame::Error(text)) => {
                         let refused = if steps[i] == Step::Auth {
                             Refused::Login

@@ -77,6 +77,9 @@ struct Answer {
     port: u16,
     epoch: u64,
     sentinels: Vec<(String, u16)>,
+    /// The master's replicas (`host:port`) this sentinel finds down: a master just failed
+    /// over is among them.
+    down: Vec<String>,
 }
 
 impl Sentinels {
@@ -117,33 +120,59 @@ impl Sentinels {
             asks.spawn(async move { (i, sentinels.ask(&host, port, deadline).await) });
         }
         let mut failures: Vec<Option<StoreError>> = vec![None; known.len()];
+        // The newest of the answers older than an epoch seen before.
+        let mut older: Option<Answer> = None;
         *lock(&self.progress) = Some(self.listing(&known, &failures, "no answer yet"));
-        while let Ok(Some(asked)) = timeout_at(deadline, asks.join_next()).await {
-            let Ok((i, answer)) = asked else { continue };
+        let mut all_answered = false;
+        loop {
+            let answer = match timeout_at(deadline, asks.join_next()).await {
+                Ok(Some(Ok((i, answer)))) => (i, answer),
+                Ok(Some(Err(_))) => continue,
+                Ok(None) => {
+                    all_answered = true;
+                    break;
+                }
+                Err(_) => break,
+            };
             match answer {
-                Ok(answer) => {
+                (i, Ok(answer)) => {
                     self.learn(&answer.sentinels);
                     let newest = self.epoch.fetch_max(answer.epoch, Ordering::AcqRel);
                     if answer.epoch >= newest {
                         *lock(&self.progress) = None;
                         return Ok((answer.host, answer.port));
                     }
+                    let (host, port) = &known[i];
                     failures[i] = Some(StoreError::new(
                         ErrorCode::Connection,
                         format!(
-                            "sentinel {}:{}: names {}:{} at configuration epoch {}, older than epoch {newest} seen before",
-                            known[i].0, known[i].1, answer.host, answer.port, answer.epoch
+                            "sentinel {host}:{port}: names {}:{} at configuration epoch {}, older than epoch {newest} seen before",
+                            answer.host, answer.port, answer.epoch
                         ),
                     ));
+                    if older.as_ref().is_none_or(|o| o.epoch < answer.epoch) {
+                        older = Some(answer);
+                    }
                 }
-                Err(err) => failures[i] = Some(err),
+                (i, Err(err)) => failures[i] = Some(err),
             }
             *lock(&self.progress) = Some(self.listing(&known, &failures, "no answer yet"));
         }
         *lock(&self.progress) = None;
-        let waited = self.timeouts.connect.as_millis();
-        let pending = format!("no answer within connectTimeout ({waited} ms)");
-        Err(self.listing(&known, &failures, &pending))
+        match older {
+            // Every sentinel that could answer names a configuration older than one seen
+            // before: they were reset (restarted without their rewritten configuration).
+            // Believe them from now on.
+            Some(answer) if all_answered => {
+                self.epoch.store(answer.epoch, Ordering::Release);
+                Ok((answer.host, answer.port))
+            }
+            _ => {
+                let waited = self.timeouts.connect.as_millis();
+                let pending = format!("no answer within connectTimeout ({waited} ms)");
+                Err(self.listing(&known, &failures, &pending))
+            }
+        }
     }
 
     /// What the discovery under way has heard so far, if one is under way.
@@ -202,10 +231,19 @@ impl Sentinels {
         let mut commands = Vec::new();
         resp::command(&mut commands, &[b"SENTINEL", b"MASTER", name]);
         resp::command(&mut commands, &[b"SENTINEL", b"SENTINELS", name]);
+        resp::command(&mut commands, &[b"SENTINEL", b"REPLICAS", name]);
         let mut master = None;
         let mut sentinels = Vec::new();
+        let mut down = Vec::new();
         let refused = |what: String| StoreError::new(ErrorCode::Connection, what);
-        let asked = exchange(&mut stream, &commands, 2, |i, frame, bytes| {
+        let asked = exchange(&mut stream, &commands, 3, |i, frame, bytes| {
+            let nodes = |items: &[Frame]| -> Vec<Node> {
+                let each = items.iter().filter_map(|item| match item {
+                    Frame::Array(fields) => Node::from(fields, bytes),
+                    _ => None,
+                });
+                each.collect()
+            };
             match (i, frame) {
                 (_, Frame::Error(text)) => {
                     let text = resp::text(bytes, &text);
@@ -220,12 +258,11 @@ impl Sentinels {
                         format!("sentinel {host}:{port}: refused: {text}"),
                     ));
                 }
-                (0, Frame::Array(fields)) => master = address(&fields, bytes, true),
-                (_, Frame::Array(others)) => {
-                    sentinels.extend(others.iter().filter_map(|other| match other {
-                        Frame::Array(fields) => address(fields, bytes, false),
-                        _ => None,
-                    }))
+                (0, Frame::Array(fields)) => master = Node::from(&fields, bytes),
+                (1, Frame::Array(items)) => sentinels = nodes(&items),
+                (_, Frame::Array(items)) => {
+                    let replicas = nodes(&items).into_iter().filter(|node| node.down);
+                    down = replicas.map(|node| node.address()).collect();
                 }
                 _ => {}
             }
@@ -245,16 +282,17 @@ impl Sentinels {
                 )))
             }
         }
-        let Some((host, port, epoch)) = master else {
+        let Some(master) = master else {
             return Err(refused(format!(
                 "sentinel {host}:{port}: SENTINEL MASTER gave no address"
             )));
         };
         Ok(Answer {
-            host,
-            port,
-            epoch,
-            sentinels: sentinels.into_iter().map(|(h, p, _)| (h, p)).collect(),
+            host: master.host,
+            port: master.port,
+            epoch: master.epoch,
+            sentinels: sentinels.into_iter().map(|s| (s.host, s.port)).collect(),
+            down,
         })
     }
 
@@ -291,7 +329,9 @@ impl Sentinels {
         }
     }
 
-    /// Listens to one sentinel until it goes away or falls silent; whether it served.
+    /// Listens to one sentinel until it goes away, falls silent, or turns out unable to say
+    /// where the master is (it does not monitor it, or names an older configuration, or
+    /// refuses the subscription); whether it served.
     async fn listen(&self, host: &str, port: u16) -> bool {
         let connector = Connector::to_sentinel(
             host,
@@ -317,6 +357,7 @@ impl Sentinels {
         let mut buf = Vec::new();
         let mut wanted = 0;
         let mut heard = Instant::now();
+        let subscribed_by = Instant::now() + SILENCE;
         let mut pings = tokio::time::interval(PING_EVERY);
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -327,7 +368,8 @@ impl Sentinels {
                     _ => return confirmed == WATCHED.len(),
                 },
                 _ = pings.tick() => {
-                    if heard.elapsed() > SILENCE || stream.write_all(&ping).await.is_err() {
+                    let unconfirmed = confirmed < WATCHED.len() && Instant::now() > subscribed_by;
+                    if unconfirmed || heard.elapsed() > SILENCE || stream.write_all(&ping).await.is_err() {
                         return confirmed == WATCHED.len();
                     }
                     continue;
@@ -348,10 +390,13 @@ impl Sentinels {
                     Heard::Subscribed => {
                         confirmed += 1;
                         // A switch may have passed while no sentinel was watched.
-                        if confirmed == WATCHED.len() {
-                            self.check(host, port, None, false).await;
+                        if confirmed == WATCHED.len() && !self.check(host, port, None, &down).await
+                        {
+                            return false;
                         }
                     }
+                    // A refused SUBSCRIBE (an ACL): nothing will be heard here.
+                    Heard::Refused => return false,
                     Heard::Down { kind, words } => {
                         let [_, name, ip, master_port, ..] = words.as_slice() else {
                             continue;
@@ -365,13 +410,12 @@ impl Sentinels {
                         }
                     }
                     Heard::Switched(words) => {
-                        let [name, old_ip, old_port, ip, new_port, ..] = words.as_slice() else {
+                        let [name, _, _, ip, new_port, ..] = words.as_slice() else {
                             continue;
                         };
                         if name == &self.master_name {
-                            let previous_down = down.contains(&format!("{old_ip}:{old_port}"));
                             let master = format!("{ip}:{new_port}");
-                            self.check(host, port, Some(master), previous_down).await;
+                            self.check(host, port, Some(master), &down).await;
                         }
                     }
                     Heard::Other => {}
@@ -382,24 +426,38 @@ impl Sentinels {
 
     /// Announces the master the sentinel at `host:port` names (`switched_to`, when it has
     /// just said so), first learning its configuration epoch, so that discovery believes no
-    /// sentinel still naming the old one.
-    async fn check(&self, host: &str, port: u16, switched_to: Option<String>, previous_down: bool) {
+    /// sentinel still naming the old one, and whether the master being left is down (by this
+    /// sentinel's events, `down`, or its list of replicas). Whether this sentinel can say
+    /// where the master is.
+    async fn check(
+        &self,
+        host: &str,
+        port: u16,
+        switched_to: Option<String>,
+        down: &HashSet<String>,
+    ) -> bool {
         let deadline = Instant::now() + self.timeouts.connect;
-        let named = match self.ask(host, port, deadline).await {
-            Ok(answer) => {
-                self.epoch.fetch_max(answer.epoch, Ordering::AcqRel);
-                Some(format!("{}:{}", answer.host, answer.port))
+        let answer = self.ask(host, port, deadline).await.ok();
+        if let Some(answer) = &answer {
+            let newest = self.epoch.fetch_max(answer.epoch, Ordering::AcqRel);
+            // A sentinel that has not heard of the last failover would announce the old
+            // master: watch another.
+            if answer.epoch < newest && switched_to.is_none() {
+                return false;
             }
-            Err(_) => None,
-        };
+        }
+        let named = answer.as_ref().map(|a| format!("{}:{}", a.host, a.port));
         let Some(master) = switched_to.or(named) else {
-            return;
+            return false;
+        };
+        let found_down = |old: &String| {
+            down.contains(old) || answer.as_ref().is_some_and(|a| a.down.contains(old))
         };
         self.announced.send_if_modified(|announced| {
-            let moved = match announced {
+            let (moved, previous_down) = match announced {
                 Some(current) if current.master == master => return false,
-                Some(_) => true,
-                None => false,
+                Some(current) => (true, found_down(&current.master)),
+                None => (false, false),
             };
             *announced = Some(Switch {
                 master,
@@ -408,28 +466,54 @@ impl Sentinels {
             });
             true
         });
+        true
     }
 }
 
-/// `ip` and `port` (and, for a master, `config-epoch`) out of a flat list of field names
-/// and values.
-fn address(fields: &[Frame], bytes: &[u8], epoch: bool) -> Option<(String, u16, u64)> {
-    let mut host = None;
-    let mut port = None;
-    let mut config_epoch = 0;
-    for pair in fields.chunks(2) {
-        let [Frame::Bulk(name), Frame::Bulk(value)] = pair else {
-            continue;
-        };
-        let value = resp::text(bytes, value);
-        match &bytes[name.clone()] {
-            b"ip" => host = Some(value),
-            b"port" => port = value.parse().ok(),
-            b"config-epoch" if epoch => config_epoch = value.parse().unwrap_or(0),
-            _ => {}
+/// A server as a sentinel describes it: a flat list of field names and values.
+struct Node {
+    host: String,
+    port: u16,
+    /// `config-epoch`, for a master.
+    epoch: u64,
+    /// Its flags say it is down, or not connected.
+    down: bool,
+}
+
+impl Node {
+    fn from(fields: &[Frame], bytes: &[u8]) -> Option<Node> {
+        let mut host = None;
+        let mut port = None;
+        let mut epoch = 0;
+        let mut down = false;
+        for pair in fields.chunks(2) {
+            let [Frame::Bulk(name), Frame::Bulk(value)] = pair else {
+                continue;
+            };
+            let value = resp::text(bytes, value);
+            match &bytes[name.clone()] {
+                b"ip" => host = Some(value),
+                b"port" => port = value.parse().ok(),
+                b"config-epoch" => epoch = value.parse().unwrap_or(0),
+                b"flags" => {
+                    down = value
+                        .split(',')
+                        .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
+                }
+                _ => {}
+            }
         }
+        Some(Node {
+            host: host?,
+            port: port?,
+            epoch,
+            down,
+        })
     }
-    Some((host?, port?, config_epoch))
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 enum Down {
@@ -440,6 +524,7 @@ enum Down {
 /// What the watched sentinel said.
 enum Heard {
     Subscribed,
+    Refused,
     /// `+sdown`/`-sdown`: `<kind> <name> <ip> <port> ...`.
     Down {
         kind: Down,
@@ -452,8 +537,10 @@ enum Heard {
 
 impl Heard {
     fn from(frame: Frame, bytes: &[u8]) -> Heard {
-        let Frame::Array(items) = frame else {
-            return Heard::Other;
+        let items = match frame {
+            Frame::Array(items) => items,
+            Frame::Error(_) => return Heard::Refused,
+            _ => return Heard::Other,
         };
         match items.as_slice() {
             [Frame::Bulk(kind), ..] if &bytes[kind.clone()] == b"subscribe" => Heard::Subscribed,

@@ -10,8 +10,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{timeout_at, Instant};
 
+use super::connection::Confirmed;
 use super::link::{backoff, Link};
-use super::sentinel::next_switch;
+use super::sentinel::{next_switch, Switches};
 use super::{Op, Request};
 use crate::bridge::{Event, Outbox, Reply};
 use crate::error::{ErrorCode, StoreError};
@@ -25,10 +26,15 @@ const GATHER: Duration = Duration::from_micros(200);
 
 struct Subscriber {
     link: Link,
+    /// Under Sentinel, the masters announced.
+    switches: Switches,
     outbox: Arc<Outbox>,
     channels: HashSet<String>,
     /// The loss was reported; failed attempts to come back say nothing more.
     in_outage: bool,
+    /// A command failed because the master moved and the connection was let go: the caller
+    /// starts over on the new master, reporting no loss.
+    moved: bool,
 }
 
 pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Arc<Outbox>) {
@@ -36,12 +42,13 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
     let every = link.timeouts.command.clamp(MIN_PING_EVERY, MAX_PING_EVERY);
     let mut health = tokio::time::interval(every);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut switches = link.switches();
     let mut subscriber = Subscriber {
+        switches: link.switches(),
         link,
         outbox,
         channels: HashSet::new(),
         in_outage: false,
+        moved: false,
     };
     // A request taken off the queue while gathering subscribes, handled next.
     let mut held_back: Option<Request> = None;
@@ -97,7 +104,7 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
             _ = ended, if live => {}
             // Under Sentinel: the channels move to the new master, as after any loss but
             // without reporting one.
-            switch = next_switch(&mut switches) => {
+            switch = next_switch(&mut subscriber.switches) => {
                 subscriber.link.follow(&switch);
             }
             outcome = subscriber.link.attempt_done(), if subscriber.link.connecting() => {
@@ -170,7 +177,26 @@ impl Subscriber {
             if self.link.usable().is_none() {
                 self.link.discard();
                 self.link.start_attempt();
-                match timeout_at(wait_until, self.link.attempt_done()).await {
+                let attempt = {
+                    let Subscriber { link, switches, .. } = &mut *self;
+                    let attempt = timeout_at(wait_until, link.attempt_done());
+                    tokio::pin!(attempt);
+                    loop {
+                        tokio::select! {
+                            outcome = &mut attempt => break Ok(outcome),
+                            switch = next_switch(switches) => if switch.moved { break Err(switch) },
+                        }
+                    }
+                };
+                let attempt = match attempt {
+                    Ok(outcome) => outcome,
+                    // An attempt under way may be going to the old master: start over.
+                    Err(switch) => {
+                        self.link.follow(&switch);
+                        continue;
+                    }
+                };
+                match attempt {
                     Err(_) => return Err(self.link.not_connected()),
                     // A failover under way: the sentinels will name a master soon.
                     Ok(Err(err)) if err.retryable && Instant::now() < wait_until => continue,
@@ -186,11 +212,8 @@ impl Subscriber {
                     }
                 }
             }
-            let Some(live) = self.link.usable() else {
-                return Err(self.link.not_connected());
-            };
             let written = *first_written.get_or_insert_with(Instant::now);
-            match live.request(&args, requests.len()).await {
+            match self.request(&args, requests.len()).await {
                 Ok(Ok(())) => return Ok(()),
                 // Refused for now: again after a backoff, within the call's deadline.
                 Ok(Err(refusal)) if refusal.retryable => {
@@ -204,6 +227,8 @@ impl Subscriber {
                 }
                 // Refused for good (an ACL): the other channels stay as they are.
                 Ok(Err(refusal)) => return Err(refusal),
+                // The master moved: again on the new one, nothing lost to report.
+                Err(_) if std::mem::take(&mut self.moved) && Instant::now() < wait_until => {}
                 // The connection had closed (it holds no subscription now): again on a new
                 // one, while the call may still wait for it.
                 Err(err) if err.code == ErrorCode::Connection && Instant::now() < wait_until => {
@@ -217,15 +242,17 @@ impl Subscriber {
 
     async fn unsubscribe(&mut self, channel: &str) -> Result<Reply, StoreError> {
         self.channels.remove(channel);
-        if let Some(live) = self.link.usable() {
+        if self.link.usable().is_some() {
             // Confirmed before the call resolves, so the server shows it gone by then.
-            let confirmed = live.request(&[b"UNSUBSCRIBE", channel.as_bytes()], 1).await;
+            let confirmed = self.request(&[b"UNSUBSCRIBE", channel.as_bytes()], 1).await;
+            let moved = std::mem::take(&mut self.moved);
             // Nothing left to listen to: close the connection. No reply: close it too, which
             // drops any subscription the server still has on it, and get the others back.
             // Refused (BUSY, say): the same, since the server may still hold the channel.
+            // The master moved: that connection is gone already.
             if self.channels.is_empty() {
                 self.link.discard();
-            } else if !matches!(confirmed, Ok(Ok(()))) {
+            } else if !moved && !matches!(confirmed, Ok(Ok(()))) {
                 self.lost("UNSUBSCRIBE was not confirmed");
             }
         }
@@ -236,14 +263,44 @@ impl Subscriber {
     /// or a replica whose master is down, refuses PING and still delivers messages). No
     /// check while the reader is paused: the silence is ours, not the server's.
     async fn check_health(&mut self) {
-        let Some(live) = self.link.usable() else {
-            return;
-        };
-        if live.is_paused() {
+        if self.link.usable().is_none_or(|live| live.is_paused()) {
             return;
         }
-        // No reply: the reader has ended the connection, and the loop reports it.
-        let _ = live.request(&[b"PING"], 1).await;
+        // No reply: the reader has ended the connection, and the loop reports it. The master
+        // moved: the loop restores the channels on the new one.
+        let _ = self.request(&[b"PING"], 1).await;
+        self.moved = false;
+    }
+
+    /// Sends one command on the connection and waits for its confirmations, unless the
+    /// master moves meanwhile (a hung master would never answer): then the connection is let
+    /// go and this fails with `moved` set.
+    async fn request(&mut self, args: &[&[u8]], confirmations: usize) -> Confirmed {
+        let Subscriber { link, switches, .. } = &mut *self;
+        let switch = {
+            let Some(live) = link.usable() else {
+                return Err(link.not_connected());
+            };
+            let on = live.endpoint().master.clone();
+            let request = live.request(args, confirmations);
+            tokio::pin!(request);
+            loop {
+                tokio::select! {
+                    confirmed = &mut request => return confirmed,
+                    switch = next_switch(switches) => {
+                        if on.as_deref() != Some(switch.master.as_str()) {
+                            break switch;
+                        }
+                    }
+                }
+            }
+        };
+        link.follow(&switch);
+        self.moved = true;
+        Err(StoreError::new(
+            ErrorCode::Connection,
+            format!("the master moved to {}", switch.master),
+        ))
     }
 
     /// The connection is gone: report it once per outage, then reconnect with backoff.
@@ -267,21 +324,21 @@ impl Subscriber {
     /// goes channel by channel, and only the refused ones are given up.
     async fn restore(&mut self) -> Result<(), StoreError> {
         let channels: Vec<String> = self.channels.iter().cloned().collect();
-        let Some(live) = self.link.usable() else {
+        if self.link.usable().is_none() {
             return Err(self.link.not_connected());
-        };
+        }
         if channels.is_empty() {
             self.in_outage = false;
             return Ok(());
         }
         let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
         args.extend(channels.iter().map(|c| c.as_bytes()));
-        let mut outcome = live.request(&args, channels.len()).await;
+        let mut outcome = self.request(&args, channels.len()).await;
         let mut given_up = Vec::new();
         if matches!(&outcome, Ok(Err(refusal)) if refused_for_good(refusal)) {
             outcome = Ok(Ok(()));
             for channel in channels {
-                match live.request(&[b"SUBSCRIBE", channel.as_bytes()], 1).await {
+                match self.request(&[b"SUBSCRIBE", channel.as_bytes()], 1).await {
                     Ok(Err(refusal)) if refused_for_good(&refusal) => {
                         given_up.push((channel, refusal))
                     }
@@ -303,6 +360,13 @@ impl Subscriber {
             }
             Ok(Err(err)) | Err(err) => err,
         };
+        // The master moved: the channels go to the new one, no failure to report.
+        if std::mem::take(&mut self.moved) {
+            return Err(StoreError {
+                retryable: true,
+                ..err
+            });
+        }
         self.link.discard_failed(&err);
         if !self.in_outage {
             self.in_outage = true;
