@@ -568,3 +568,89 @@ impl Heard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(bytes: &[u8]) -> Frame {
+        match resp::parse(bytes) {
+            Ok(resp::Parsed::Frame(frame, _)) => frame,
+            other => panic!("not a whole frame: {other:?}"),
+        }
+    }
+
+    fn bulks(items: &[&str]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", items.len()).into_bytes();
+        for item in items {
+            out.extend(format!("${}\r\n{item}\r\n", item.len()).bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_node_is_read_from_its_fields_and_flags() {
+        let bytes = bulks(&[
+            "name",
+            "mymaster",
+            "ip",
+            "127.0.0.1",
+            "port",
+            "6380",
+            "flags",
+            "slave,s_down",
+            "config-epoch",
+            "7",
+        ]);
+        let Frame::Array(fields) = frame(&bytes) else {
+            panic!("an array")
+        };
+        let node = Node::from(&fields, &bytes).expect("a node");
+        assert_eq!(
+            (node.address(), node.epoch, node.down),
+            ("127.0.0.1:6380".to_owned(), 7, true)
+        );
+        let bytes = bulks(&["ip", "10.0.0.5", "port", "6379", "flags", "master"]);
+        let Frame::Array(fields) = frame(&bytes) else {
+            panic!("an array")
+        };
+        let node = Node::from(&fields, &bytes).expect("a node");
+        assert_eq!((node.epoch, node.down), (0, false));
+        let bytes = bulks(&["ip", "10.0.0.5"]);
+        let Frame::Array(fields) = frame(&bytes) else {
+            panic!("an array")
+        };
+        assert!(Node::from(&fields, &bytes).is_none(), "no port, no node");
+    }
+
+    #[test]
+    fn what_the_watched_sentinel_says_is_told_apart() {
+        let switched = bulks(&[
+            "message",
+            "+switch-master",
+            "mymaster 127.0.0.1 6379 127.0.0.1 6380",
+        ]);
+        match Heard::from(frame(&switched), &switched) {
+            Heard::Switched(words) => assert_eq!(words[3..], ["127.0.0.1", "6380"]),
+            _ => panic!("a switch"),
+        }
+        let down = bulks(&["message", "+sdown", "master mymaster 127.0.0.1 6379"]);
+        assert!(matches!(
+            Heard::from(frame(&down), &down),
+            Heard::Down {
+                kind: Down::Gone,
+                ..
+            }
+        ));
+        let subscribed = b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n";
+        assert!(matches!(
+            Heard::from(frame(subscribed), subscribed),
+            Heard::Subscribed
+        ));
+        let refused = b"-NOPERM this user has no permissions to access the channel\r\n";
+        assert!(matches!(
+            Heard::from(frame(refused), refused),
+            Heard::Refused
+        ));
+    }
+}
