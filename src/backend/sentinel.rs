@@ -313,12 +313,18 @@ impl Sentinels {
         loop {
             let known = lock(&self.known).clone();
             let (host, port) = known[turn % known.len()].clone();
+            let began = Instant::now();
             let served = tokio::select! {
                 _ = self.announced.closed() => return,
                 served = self.listen(&host, port) => served,
             };
             turn += 1;
-            failures = if served { 0 } else { failures + 1 };
+            // One that drops the subscription at once counts as failing: no tight loop.
+            failures = if served && began.elapsed() > SILENCE {
+                0
+            } else {
+                failures + 1
+            };
             // Every sentinel has failed in turn: wait before the next round.
             if failures >= known.len() {
                 tokio::select! {
