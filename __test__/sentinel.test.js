@@ -633,6 +633,17 @@ describe('sentinel discovery', () => {
         assert.equal(await sentinel.cli('SENTINEL', 'MONITOR', setup.masterName, '127.0.0.1', String(masterPort), '2'), 'OK')
         assert.match(await sentinel.cli('SENTINEL', 'MASTER', setup.masterName), /config-epoch\n0\n/)
       }
+      // The watcher, made to find a sentinel again while the adapter's connections stay up,
+      // settles on one (rather than dropping each in turn as behind the epoch it saw).
+      for (const sentinel of setup.sentinels) await sentinel.cli('CLIENT', 'KILL', 'TYPE', 'pubsub')
+      const settled = async () => {
+        for (const sentinel of setup.sentinels) {
+          const lines = (await sentinel.cli('CLIENT', 'LIST')).split('\n')
+          if (lines.some((line) => /\bsub=3\b/.test(line) && Number(/\bage=(\d+)/.exec(line)?.[1]) >= 3)) return true
+        }
+        return false
+      }
+      await waitUntil(settled, { what: 'the watcher subscribed to one sentinel for 3 s', timeoutMs: 15000 })
       // Its connections go; the next ones are found through sentinels at epoch 0.
       await setup.node(masterPort).cli('CLIENT', 'KILL', 'TYPE', 'normal')
       assert.equal(await store.get('epoch'), 1)

@@ -232,6 +232,11 @@ impl Connection {
         &self.endpoint
     }
 
+    /// Nothing written is waiting for its reply.
+    pub fn is_idle(&self) -> bool {
+        lock(&self.shared.in_flight).queue.is_empty()
+    }
+
     /// Takes no more writes; what was written still gets its replies (or its deadline).
     pub fn retire(&self) {
         lock(&self.shared.in_flight).retired = true;

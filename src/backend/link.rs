@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use super::connect::{Connected, Connector};
+use super::connect::{Connected, Connector, Endpoint};
 use super::connection::{Connection, Mode, Sink};
 use super::sentinel::{Switch, Switches};
 use crate::error::{ErrorCode, StoreError};
@@ -26,6 +26,8 @@ pub fn backoff(failures: u32) -> Duration {
 
 pub struct Link {
     connector: Arc<Connector>,
+    /// Under Sentinel, the master announced last.
+    announced: Switches,
     pub timeouts: Timeouts,
     mode: Mode,
     sink: Sink,
@@ -41,6 +43,7 @@ pub struct Link {
 impl Link {
     pub fn new(connector: Arc<Connector>, timeouts: Timeouts, mode: Mode, sink: Sink) -> Self {
         Link {
+            announced: connector.switches(),
             connector,
             timeouts,
             mode,
@@ -123,6 +126,22 @@ impl Link {
         });
         self.attempt = None;
         match outcome {
+            // Discovery named another server than the master announced since (a switch
+            // during the attempt): it is not kept, and the next attempt asks again.
+            Ok((_, endpoint)) if self.announced_elsewhere(&endpoint) => {
+                let err = StoreError {
+                    retryable: true,
+                    ..StoreError::new(
+                        ErrorCode::Connection,
+                        format!(
+                            "{}: no longer the master the sentinels announce",
+                            endpoint.describe()
+                        ),
+                    )
+                };
+                self.failed(&err);
+                Err(err)
+            }
             Ok((stream, endpoint)) => {
                 let command = self.timeouts.command;
                 self.live = Some(Connection::open(
@@ -144,6 +163,16 @@ impl Link {
     /// Under Sentinel, the masters announced as they move.
     pub fn switches(&self) -> Switches {
         self.connector.switches()
+    }
+
+    fn announced_elsewhere(&self, endpoint: &Endpoint) -> bool {
+        let Some(announced) = &self.announced else {
+            return false;
+        };
+        let announced = announced.borrow();
+        announced
+            .as_ref()
+            .is_some_and(|switch| endpoint.is_not(&switch.master))
     }
 
     /// A master is announced: a connection to another server takes no more writes (what it

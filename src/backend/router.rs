@@ -66,11 +66,15 @@ pub async fn serve(
             },
             // Under Sentinel: nothing more goes to the old master once the switch is known.
             switch = next_switch(&mut switches) => {
+                let drained = switch.previous_down
+                    || link.connection().is_none_or(|live| live.is_idle());
                 if link.follow(&switch) {
                     link.start_attempt();
                     // Calls the old master refused for now (NOREPLICAS, READONLY) go to the
-                    // new one as soon as it is connected, not after their backoff.
-                    if held_until.is_some() {
+                    // new one as soon as it is connected, not after their backoff; unless
+                    // calls written after them may still be refused there and join them, so
+                    // they keep their order.
+                    if held_until.is_some() && drained {
                         held_until = Some(Instant::now());
                     }
                 }

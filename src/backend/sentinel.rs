@@ -18,7 +18,6 @@ use tokio::time::{sleep, timeout_at, Instant};
 
 use super::connect::{exchange, Connector, Exchange};
 use super::connection::lock;
-use super::link::backoff;
 use super::resp::{self, Frame};
 use crate::error::{ErrorCode, StoreError};
 use crate::options::{SentinelOptions, Timeouts};
@@ -27,6 +26,8 @@ use crate::options::{SentinelOptions, Timeouts};
 /// another is watched.
 const PING_EVERY: Duration = Duration::from_secs(1);
 const SILENCE: Duration = Duration::from_secs(3);
+/// The pause after every sentinel has failed to be watched in turn.
+const ROUND_PAUSE: Duration = Duration::from_secs(1);
 const WATCHED: [&[u8]; 3] = [b"+switch-master", b"+sdown", b"-sdown"];
 
 /// The master the sentinels announce.
@@ -329,7 +330,7 @@ impl Sentinels {
             if failures >= known.len() {
                 tokio::select! {
                     _ = self.announced.closed() => return,
-                    _ = sleep(backoff(failures as u32)) => {}
+                    _ = sleep(ROUND_PAUSE) => {}
                 }
             }
         }
@@ -338,7 +339,7 @@ impl Sentinels {
     /// Listens to one sentinel until it goes away, falls silent, or turns out unable to say
     /// where the master is (it does not monitor it, or names an older configuration, or
     /// refuses the subscription); whether it served.
-    async fn listen(&self, host: &str, port: u16) -> bool {
+    async fn listen(self: &Arc<Self>, host: &str, port: u16) -> bool {
         let connector = Connector::to_sentinel(
             host,
             port,
@@ -436,7 +437,7 @@ impl Sentinels {
     /// sentinel's events, `down`, or its list of replicas). Whether this sentinel can say
     /// where the master is.
     async fn check(
-        &self,
+        self: &Arc<Self>,
         host: &str,
         port: u16,
         switched_to: Option<String>,
@@ -446,10 +447,14 @@ impl Sentinels {
         let answer = self.ask(host, port, deadline).await.ok();
         if let Some(answer) = &answer {
             let newest = self.epoch.fetch_max(answer.epoch, Ordering::AcqRel);
-            // A sentinel that has not heard of the last failover would announce the old
-            // master: watch another.
-            if answer.epoch < newest && switched_to.is_none() {
-                return false;
+            // A sentinel behind the newest configuration seen would announce an old master
+            // (even as a late `+switch-master`): watch another, unless every sentinel is behind
+            // it, having been reset, which discovery then believes.
+            if answer.epoch < newest {
+                let _ = self.master(deadline).await;
+                if answer.epoch < self.epoch.load(Ordering::Acquire) {
+                    return false;
+                }
             }
         }
         let named = answer.as_ref().map(|a| format!("{}:{}", a.host, a.port));
