@@ -54,6 +54,8 @@ pub async fn serve(
     // Reads the server refused for now (LOADING, BUSY), each waiting out its backoff.
     let mut delayed: JoinSet<Request> = JoinSet::new();
     loop {
+        // Whether the lent connections that were ready to come back have been taken back.
+        let mut looked_back = false;
         while !waiting.is_empty() {
             let connection = loop {
                 match idle.pop() {
@@ -68,6 +70,16 @@ pub async fn serve(
                         break;
                     };
                     lent.spawn(read(connection, request, connector.switches()));
+                }
+                // A read's reply reaches JS only after its connection's task is woken to
+                // give it back, so a read JS makes at once finds that task ready to run: let
+                // it, rather than open a connection beside it.
+                None if !lent.is_empty() && !looked_back => {
+                    looked_back = true;
+                    tokio::task::yield_now().await;
+                    while let Some(returned) = lent.try_join_next() {
+                        take_back(returned, &mut idle, &mut waiting);
+                    }
                 }
                 None if lent.len() < limit => {
                     let Some(request) = waiting.pop_front() else {
@@ -91,11 +103,7 @@ pub async fn serve(
             biased;
             // The adapter is closing (or gone): JS has rejected the reads.
             _ = &mut stop => break,
-            Some(returned) = lent.join_next() => match returned {
-                Ok(Returned::Connection(Some(connection))) => idle.push((connection, Instant::now())),
-                Ok(Returned::Connection(None)) | Err(_) => {}
-                Ok(Returned::Unsent(request)) => waiting.push_front(request),
-            },
+            Some(returned) = lent.join_next() => take_back(returned, &mut idle, &mut waiting),
             Some(Ok(request)) = delayed.join_next() => waiting.push_back(request),
             // Under Sentinel: idle connections to the old master close (lent ones end their
             // reads themselves).
@@ -132,6 +140,19 @@ pub async fn serve(
     }
     // Reads end at once: dropping the lent and idle connections aborts their readers, so the
     // server sees them close and hands out nothing more to them.
+}
+
+/// What a lent connection's task gave back: an idle connection, or a read to send again.
+fn take_back(
+    returned: Result<Returned, tokio::task::JoinError>,
+    idle: &mut Vec<(Connection, Instant)>,
+    waiting: &mut VecDeque<Request>,
+) {
+    match returned {
+        Ok(Returned::Connection(Some(connection))) => idle.push((connection, Instant::now())),
+        Ok(Returned::Connection(None)) | Err(_) => {}
+        Ok(Returned::Unsent(request)) => waiting.push_front(request),
+    }
 }
 
 /// Sends the read on `connection` and gives the connection back once it is answered. Under
