@@ -50,13 +50,18 @@ describe('Redis inputs', () => {
     invalid('redis://127.0.0.1:6379/4294967296', /database number/)
   })
 
-  it('refuses cluster in this release, and says so', () => {
-    invalid({ cluster: { nodes: ['redis://127.0.0.1:7000'] } }, /cluster.*not supported/)
+  it('refuses what Redis Cluster does not serve in this release, and says so', () => {
+    const nodes = ['redis://127.0.0.1:7000']
+    invalid({ cluster: { nodes, pubsub: 'sharded' } }, /sharded Pub\/Sub is not supported/)
+    invalid({ cluster: { nodes, natMap: { 'a:1': { host: 'b', port: 2 } } } }, /natMap/)
+    invalid({ cluster: { nodes }, db: 1 }, /database 0/)
+    invalid({ cluster: { nodes }, url: 'redis://127.0.0.1:7000' }, /cannot be combined/)
+    invalid({ cluster: { nodes: [] } }, /non-empty list/)
   })
 
   it('refuses an ioredis Cluster instance, saying what it is', () => {
     const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true })
-    invalid(cluster, /an ioredis Cluster instance: Redis Cluster is not supported yet/)
+    invalid(cluster, /an ioredis Cluster instance is not supported in this release yet/)
     cluster.disconnect()
   })
 

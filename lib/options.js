@@ -142,13 +142,13 @@ function tlsOption(tls) {
 
 // One sentinel's address: `redis://host:port`, `host:port`, or ioredis's `{ host?, port? }`.
 // Never echoes the address: it may hold credentials.
-function sentinelAddress(entry, i) {
-  const where = `sentinel ${i + 1} of "sentinel.sentinels"`
+function nodeAddress(entry, i, list, defaultPort) {
+  const where = `entry ${i + 1} of "${list}"`
   if (isPlainObject(entry)) {
     // ioredis's form, as its sentinels list holds it (it may carry a family too).
     checkKnown(entry, new Set(['host', 'port', 'family']), 'sentinel address')
     if (entry.host !== undefined && (typeof entry.host !== 'string' || entry.host === '')) throw invalidArgument(`${where}: "host" must be a non-empty string`)
-    return { host: entry.host ?? 'localhost', port: entry.port === undefined ? DEFAULT_SENTINEL_PORT : integerIn(entry.port, 'sentinel port', 1, 65535) }
+    return { host: entry.host ?? 'localhost', port: entry.port === undefined ? defaultPort : integerIn(entry.port, `port of ${where}`, 1, 65535) }
   }
   if (typeof entry !== 'string' || entry === '') throw invalidArgument(`${where} must be a "redis://host:port" or "host:port" string`)
   if (/^rediss:\/\//i.test(entry)) throw invalidArgument('TLS to sentinels (rediss://) is not supported in this release; the data nodes take the "tls" option')
@@ -160,11 +160,34 @@ function sentinelAddress(entry, i) {
     throw malformed()
   }
   if (url.protocol !== 'redis:' || !url.hostname) throw malformed()
-  if (url.username || url.password) throw invalidArgument(`${where}: credentials go in "sentinel.username" and "sentinel.password", not in the address`)
-  if ((url.pathname !== '' && url.pathname !== '/') || url.search || url.hash) throw invalidArgument(`${where}: a sentinel address is host and port only`)
-  const port = url.port ? Number(url.port) : DEFAULT_SENTINEL_PORT
+  if (url.username || url.password) {
+    throw invalidArgument(`${where}: credentials go in ${list === 'sentinel.sentinels' ? '"sentinel.username" and "sentinel.password"' : '"username" and "password"'}, not in the address`)
+  }
+  if ((url.pathname !== '' && url.pathname !== '/') || url.search || url.hash) throw invalidArgument(`${where}: an address is host and port only`)
+  const port = url.port ? Number(url.port) : defaultPort
   if (port < 1) throw malformed()
   return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port }
+}
+
+// A cluster's seed nodes: `redis://host:port`, `rediss://host:port` (TLS for every node),
+// `host:port`, or `{ host, port }`.
+function clusterOption(cluster) {
+  if (!isPlainObject(cluster)) throw invalidArgument('option "cluster" must be an object: { nodes, natMap?, pubsub? }')
+  checkKnown(cluster, new Set(['nodes', 'natMap', 'pubsub']), 'cluster')
+  if (!Array.isArray(cluster.nodes) || cluster.nodes.length === 0) {
+    throw invalidArgument('option "cluster.nodes" must be a non-empty list of "redis://host:port" or "host:port"')
+  }
+  if (cluster.natMap !== undefined && cluster.natMap !== null) {
+    throw invalidArgument('option "cluster.natMap" is not supported in this release yet')
+  }
+  if (cluster.pubsub !== undefined && cluster.pubsub !== null && cluster.pubsub !== 'classic') {
+    throw invalidArgument(cluster.pubsub === 'sharded'
+      ? 'option "cluster.pubsub": sharded Pub/Sub is not supported in this release yet; "classic" is'
+      : 'option "cluster.pubsub" must be "classic" or "sharded"')
+  }
+  const tls = cluster.nodes.some((node) => typeof node === 'string' && /^rediss:\/\//i.test(node))
+  const nodes = cluster.nodes.map((node, i) => nodeAddress(typeof node === 'string' ? node.replace(/^rediss:/i, 'redis:') : node, i, 'cluster.nodes', DEFAULT_PORT))
+  return { nodes, tls }
 }
 
 function sentinelOption(sentinel) {
@@ -177,7 +200,7 @@ function sentinelOption(sentinel) {
     throw invalidArgument('option "sentinel.masterName" must be the non-empty name the sentinels monitor the master by')
   }
   return {
-    sentinels: sentinel.sentinels.map((entry, i) => sentinelAddress(entry, i)),
+    sentinels: sentinel.sentinels.map((entry, i) => nodeAddress(entry, i, 'sentinel.sentinels', DEFAULT_SENTINEL_PORT)),
     masterName: sentinel.masterName,
     username: optionalString(sentinel, 'username'),
     password: optionalString(sentinel, 'password'),
@@ -226,7 +249,7 @@ function redisOptions(input) {
     options = {}
     target = parseUrl(input)
   } else if (isIoredisCluster(input)) {
-    throw invalidArgument('an ioredis Cluster instance: Redis Cluster is not supported yet; give a URL, an options object or a single-server ioredis instance')
+    throw invalidArgument('an ioredis Cluster instance is not supported in this release yet; give { cluster: { nodes } } instead')
   } else if (isIoredis(input)) {
     ;({ options, target, client } = fromIoredis(input))
   } else if (isPlainObject(input)) {
@@ -240,9 +263,16 @@ function redisOptions(input) {
       }
     }
     if (options.cluster !== undefined && options.cluster !== null) {
-      throw invalidArgument('option "cluster" is not supported in this release yet (Redis Cluster comes in a later version)')
+      // The slot map says where each key is: nothing else may.
+      const clash = ['url', 'host', 'port', 'path'].filter((name) => options[name] !== undefined && options[name] !== null)
+      if (clash.length > 0) {
+        throw invalidArgument(`option "cluster" finds each key's node; it cannot be combined with ${clash.map((name) => `"${name}"`).join(', ')}`)
+      }
+      if (options.db !== undefined && options.db !== null && options.db !== 0) {
+        throw invalidArgument('Redis Cluster has database 0 only: "db" must be 0 with "cluster"')
+      }
     }
-    const url = options.sentinel != null ? undefined : optionalString(options, 'url') ?? process.env.REDIS_URL
+    const url = options.sentinel != null || options.cluster != null ? undefined : optionalString(options, 'url') ?? process.env.REDIS_URL
     defaulted = url === undefined && options.host == null && options.port == null
     target = parseUrl(url ?? DEFAULT_URL)
   } else {
@@ -267,6 +297,7 @@ function redisOptions(input) {
   if (tls && target.path) throw invalidArgument('"tls" applies to TCP connections, not to a unix socket path')
 
   const sentinel = options.sentinel === undefined || options.sentinel === null ? undefined : sentinelOption(options.sentinel)
+  const cluster = options.cluster === undefined || options.cluster === null ? undefined : clusterOption(options.cluster)
   const native = {
     host: target.host ?? '127.0.0.1',
     port: target.port ?? DEFAULT_PORT,
@@ -282,13 +313,17 @@ function redisOptions(input) {
       ? DEFAULT_BLOCKING_CONNECTIONS
       : integerIn(options.maxBlockingConnections, 'maxBlockingConnections', 1, 1024),
   }
+  if (cluster?.tls && !native.tls) native.tls = {}
   const scheme = native.path ? 'unix' : native.tls ? 'rediss' : 'redis'
-  const where = sentinel
+  const where = cluster
+    ? `cluster via ${cluster.nodes.map(({ host, port }) => `${host.includes(':') ? `[${host}]` : host}:${port}`).join(', ')}`
+    : sentinel
     ? `master ${JSON.stringify(sentinel.masterName)} via sentinels ${sentinel.sentinels.map(({ host, port }) => `${host.includes(':') ? `[${host}]` : host}:${port}`).join(', ')} (db ${native.db})`
     : native.path ? `unix://${native.path}` : `${scheme}://${native.host.includes(':') ? `[${native.host}]` : native.host}:${native.port}/${native.db}`
   native.target = where
-  native.targetIsDefault = defaulted && !sentinel
+  native.targetIsDefault = defaulted && !sentinel && !cluster
   native.sentinel = sentinel
+  native.cluster = cluster?.nodes
   return {
     native,
     keyPrefix,

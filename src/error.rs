@@ -67,6 +67,19 @@ pub struct StoreError {
     /// The server is a replica (READONLY): the command did not run. Under Sentinel the
     /// master has moved, and the call is retried on the new one.
     pub demoted: bool,
+    /// A cluster node sent the call elsewhere (MOVED, ASK): it did not run.
+    pub redirect: Option<Box<Redirect>>,
+}
+
+/// Where a cluster node said a key's slot is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub slot: u16,
+    /// Empty when the node does not know its own address: the node that answered.
+    pub host: String,
+    pub port: u16,
+    /// ASK: for this one command, during a migration; MOVED: from now on.
+    pub ask: bool,
 }
 
 impl StoreError {
@@ -79,6 +92,7 @@ impl StoreError {
             cause: None,
             channel: None,
             demoted: false,
+            redirect: None,
         }
     }
 
@@ -126,12 +140,29 @@ fn refuses_connection(text: &str) -> Option<bool> {
 
 /// Replies that say the command did not run and the condition will pass. NOREPLICAS: a
 /// master with `min-replicas-to-write` has too few replicas for now, as while a replica is
-/// promoted in its place.
+/// promoted in its place; CLUSTERDOWN: a cluster that lost a master for now.
 fn passing_state(code: &str) -> bool {
     matches!(
         code,
-        "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "NOREPLICAS"
+        "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "NOREPLICAS" | "CLUSTERDOWN"
     )
+}
+
+/// `MOVED 3999 127.0.0.1:6381` or `ASK ...`.
+fn redirect(code: &str, detail: &str) -> Option<Redirect> {
+    let ask = match code {
+        "MOVED" => false,
+        "ASK" => true,
+        _ => return None,
+    };
+    let (slot, address) = detail.split_once(' ')?;
+    let (host, port) = address.rsplit_once(':')?;
+    Some(Redirect {
+        slot: slot.parse().ok()?,
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        port: port.parse().ok()?,
+        ask,
+    })
 }
 
 /// What a command did to make the server refuse it, where that changes the error's code.
@@ -151,6 +182,13 @@ pub fn from_server_reply(text: &str, command: Refused) -> StoreError {
         return StoreError {
             retryable,
             ..StoreError::new(ErrorCode::Connection, text)
+        };
+    }
+    if let Some(redirect) = redirect(code, detail) {
+        return StoreError {
+            retryable: true,
+            redirect: Some(Box::new(redirect)),
+            ..StoreError::new(ErrorCode::Redis, text)
         };
     }
     if code == "READONLY" {
@@ -271,6 +309,21 @@ mod tests {
             assert_eq!((err.code, err.retryable), (code, retryable), "{text}");
             assert!(err.message.starts_with(text), "{text}");
         }
+        let moved = from_server_reply("MOVED 3999 127.0.0.1:6381", Refused::Other);
+        assert_eq!(
+            moved.redirect.as_deref(),
+            Some(&Redirect {
+                slot: 3999,
+                host: "127.0.0.1".into(),
+                port: 6381,
+                ask: false
+            })
+        );
+        let ask = from_server_reply("ASK 12 :7000", Refused::Other);
+        assert_eq!(
+            ask.redirect.map(|r| (r.host, r.port, r.ask)),
+            Some((String::new(), 7000, true))
+        );
         let overflow = from_server_reply(
             "ERR increment or decrement would overflow",
             Refused::Increment,

@@ -26,12 +26,14 @@ pub struct RedisOptions {
     pub target_is_default: bool,
     /// The master is found through these sentinels; `host`, `port` and `path` are then unused.
     pub sentinel: Option<SentinelOptions>,
+    /// A cluster's seed nodes; `host`, `port` and `path` are then unused.
+    pub cluster: Option<Vec<NodeAddress>>,
 }
 
 /// No `Debug`: it holds the sentinels' password.
 #[napi(object)]
 pub struct SentinelOptions {
-    pub sentinels: Vec<SentinelAddress>,
+    pub sentinels: Vec<NodeAddress>,
     pub master_name: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -39,7 +41,7 @@ pub struct SentinelOptions {
 
 #[napi(object)]
 #[derive(Clone, PartialEq, Eq)]
-pub struct SentinelAddress {
+pub struct NodeAddress {
     pub host: String,
     pub port: u32,
 }

@@ -8,6 +8,10 @@ use crate::error::{from_server_reply, Refused, StoreError};
 
 /// Appends the request's command to `out`.
 pub fn encode(out: &mut Vec<u8>, request: &Request) {
+    // Asked to by a node migrating the slot: its reply is read and dropped.
+    if request.ask.is_some() {
+        resp::command(out, &[b"ASKING"]);
+    }
     let mut first_digits = itoa::Buffer::new();
     let mut second_digits = itoa::Buffer::new();
     let key = request.key.as_bytes();

@@ -63,6 +63,8 @@ pub struct Connector {
 enum Route {
     /// One server, always the same.
     Fixed(Target, Arc<Endpoint>),
+    /// The first of these servers that can be reached: a cluster's nodes, for Pub/Sub.
+    AnyOf(Vec<(Target, Arc<Endpoint>)>),
     /// The master the sentinels name at each attempt.
     Sentinel(Arc<Sentinels>),
 }
@@ -108,14 +110,25 @@ impl Connector {
             );
             hello_steps.push(Step::Select);
         }
-        let route = match &options.sentinel {
-            Some(sentinel) => {
+        let route = match (&options.sentinel, &options.cluster) {
+            (_, Some(nodes)) => Route::AnyOf(
+                nodes
+                    .iter()
+                    .map(|node| {
+                        let target = Target::Tcp(node.host.clone(), node.port as u16);
+                        let describe = format!("redis://{}:{}", node.host, node.port);
+                        let endpoint = Endpoint::new(describe, &target, None);
+                        (target, Arc::new(endpoint))
+                    })
+                    .collect(),
+            ),
+            (Some(sentinel), None) => {
                 // A server the sentinels name is served only once it says it is the master.
                 resp::command(&mut hello, &[b"ROLE"]);
                 hello_steps.push(Step::Role);
                 Route::Sentinel(Sentinels::new(sentinel, options.timeouts()))
             }
-            None => {
+            (None, None) => {
                 let target = match &options.path {
                     Some(path) => Target::Unix(path.clone()),
                     None => Target::Tcp(options.host.clone(), options.port as u16),
@@ -156,11 +169,24 @@ impl Connector {
         }
     }
 
+    /// A connection to one node, with this connector's TLS and credentials: a cluster's
+    /// nodes.
+    pub fn to_node(&self, host: &str, port: u16) -> Connector {
+        let target = Target::Tcp(host.to_owned(), port);
+        let endpoint = Endpoint::new(format!("redis://{host}:{port}"), &target, None);
+        Connector {
+            route: Route::Fixed(target, Arc::new(endpoint)),
+            tls: self.tls.clone(),
+            hello: self.hello.clone(),
+            hello_steps: self.hello_steps.clone(),
+        }
+    }
+
     /// Under Sentinel, the masters the sentinels announce as they fail over.
     pub fn switches(&self) -> Switches {
         match &self.route {
             Route::Sentinel(sentinels) => Some(sentinels.switches()),
-            Route::Fixed(..) => None,
+            Route::Fixed(..) | Route::AnyOf(_) => None,
         }
     }
 
@@ -168,7 +194,7 @@ impl Connector {
     pub fn sentinels(&self) -> Option<Arc<Sentinels>> {
         match &self.route {
             Route::Sentinel(sentinels) => Some(sentinels.clone()),
-            Route::Fixed(..) => None,
+            Route::Fixed(..) | Route::AnyOf(_) => None,
         }
     }
 
@@ -184,6 +210,19 @@ impl Connector {
         let deadline = Instant::now() + limit;
         let (target, endpoint) = match &self.route {
             Route::Fixed(target, endpoint) => (target.clone(), endpoint.clone()),
+            Route::AnyOf(nodes) => {
+                let mut last = None;
+                for (target, endpoint) in nodes {
+                    let limit = deadline.saturating_duration_since(Instant::now());
+                    match self.connect_by(target, endpoint, deadline, limit).await {
+                        Ok(stream) => return Ok((stream, endpoint.clone())),
+                        Err(err) => last = Some(err),
+                    }
+                }
+                return Err(last.unwrap_or_else(|| {
+                    StoreError::new(ErrorCode::Connection, "no node to connect to")
+                }));
+            }
             Route::Sentinel(sentinels) => {
                 let (host, port) = sentinels.master(deadline).await?;
                 let address = format!("{host}:{port}");
@@ -645,6 +684,7 @@ mod tests {
             target: format!("redis://127.0.0.1:{port}/0"),
             target_is_default: true,
             sentinel: None,
+            cluster: None,
         }
     }
 

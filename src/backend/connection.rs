@@ -58,6 +58,8 @@ enum Pending {
     Call {
         request: Request,
         deadline: Instant,
+        /// `ASKING` went before it: that reply comes first, and is dropped.
+        asking: bool,
     },
     /// A subscriber's command: SUBSCRIBE gets one confirmation per channel.
     Confirm {
@@ -65,8 +67,8 @@ enum Pending {
         deadline: Instant,
         done: oneshot::Sender<Confirmed>,
     },
-    /// Timed out: its reply, when it comes, is read and dropped.
-    Abandoned,
+    /// Timed out: its replies (two after `ASKING`), when they come, are read and dropped.
+    Abandoned(u8),
 }
 
 /// A reply to a subscriber's command (`Err`: the server refused it), or no reply at all.
@@ -88,7 +90,7 @@ impl InFlight {
     fn oldest_deadline(&self) -> Option<Instant> {
         match self.queue.get(self.abandoned)? {
             Pending::Call { deadline, .. } | Pending::Confirm { deadline, .. } => Some(*deadline),
-            Pending::Abandoned => None,
+            Pending::Abandoned(_) => None,
         }
     }
 }
@@ -130,7 +132,7 @@ impl Shared {
                 Pending::Confirm { done, .. } => {
                     let _ = done.send(Err(err.clone()));
                 }
-                Pending::Abandoned => {}
+                Pending::Abandoned(_) => {}
             }
         }
         self.sink.outbox.push_all(completions);
@@ -150,7 +152,11 @@ impl Shared {
                         if *deadline <= now => {}
                     _ => break,
                 }
-                expired.push(std::mem::replace(pending, Pending::Abandoned));
+                let replies = match pending {
+                    Pending::Call { asking: true, .. } => 2,
+                    _ => 1,
+                };
+                expired.push(std::mem::replace(pending, Pending::Abandoned(replies)));
                 in_flight.abandoned += 1;
             }
             in_flight.retired = true;
@@ -164,7 +170,7 @@ impl Shared {
                     let _ = done.send(Err(err.clone()));
                     None
                 }
-                Pending::Abandoned => None,
+                Pending::Abandoned(_) => None,
             }));
     }
 }
@@ -335,7 +341,12 @@ impl Connection {
                 // A blocking read's deadline is later by its block time: the only request on
                 // its connection, so deadlines still pass in write order.
                 let deadline = deadline + request.op.blocks_for();
-                Pending::Call { request, deadline }
+                let asking = request.ask.is_some();
+                Pending::Call {
+                    request,
+                    deadline,
+                    asking,
+                }
             }))
         })
         .await
@@ -555,9 +566,18 @@ fn take(
     match in_flight.queue.front_mut() {
         None if mode == Mode::Subscriber => Ok(()),
         None => Err(resp::protocol_error("a reply to no command")),
-        Some(Pending::Abandoned) => {
-            in_flight.queue.pop_front();
-            in_flight.abandoned -= 1;
+        Some(Pending::Abandoned(replies)) => {
+            if *replies > 1 {
+                *replies -= 1;
+            } else {
+                in_flight.queue.pop_front();
+                in_flight.abandoned -= 1;
+            }
+            Ok(())
+        }
+        // `ASKING`'s reply; the command's comes next.
+        Some(Pending::Call { asking, .. }) if *asking => {
+            *asking = false;
             Ok(())
         }
         Some(Pending::Call { .. }) => {

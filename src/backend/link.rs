@@ -2,7 +2,10 @@
 //! capped backoff between attempts. An attempt runs as its own task, so whoever owns the
 //! link keeps serving (and failing calls at their deadlines) while it connects.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -115,16 +118,25 @@ impl Link {
     /// Waits for the attempt under way (cancel-safe: it goes on if this is dropped) and keeps
     /// its connection.
     pub async fn attempt_done(&mut self) -> Result<(), StoreError> {
+        std::future::poll_fn(|cx| self.poll_attempt(cx)).await
+    }
+
+    /// `attempt_done` as a poll, for an owner of many links.
+    pub fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
         let Some(attempt) = self.attempt.as_mut() else {
-            return Err(self.not_connected());
+            return Poll::Ready(Err(self.not_connected()));
         };
-        let outcome = attempt.await.unwrap_or_else(|e| {
+        let outcome = ready!(Pin::new(attempt).poll(cx)).unwrap_or_else(|e| {
             Err(StoreError::new(
                 ErrorCode::Connection,
                 format!("the connection attempt stopped: {e}"),
             ))
         });
         self.attempt = None;
+        Poll::Ready(self.attempt_outcome(outcome))
+    }
+
+    fn attempt_outcome(&mut self, outcome: Result<Connected, StoreError>) -> Result<(), StoreError> {
         match outcome {
             // Discovery named another server than the master announced since (a switch
             // during the attempt): it is not kept, and the next attempt asks again.

@@ -9,6 +9,7 @@
 //! which replies it accepts.
 
 mod blocking;
+mod cluster;
 mod command;
 mod connect;
 mod connection;
@@ -211,6 +212,10 @@ pub struct Request {
     pub first_written: Option<Instant>,
     pub refusals: u32,
     pub refused: Option<StoreError>,
+    /// Cluster redirections followed (MOVED, ASK), at most `MAX_REDIRECTS`.
+    pub redirects: u8,
+    /// ASK: sent once to this node, after `ASKING`.
+    pub ask: Option<(String, u16)>,
 }
 
 impl Request {

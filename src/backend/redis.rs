@@ -14,6 +14,7 @@ use super::connect::Connector;
 use super::connection::{Mode, Sink};
 use super::link::Link;
 use super::sentinel::Switches;
+use super::router::Cluster;
 use super::{blocking, router, subscriber, Joint, Op, Request};
 use crate::bridge::Outbox;
 use crate::error::{ErrorCode, StoreError};
@@ -26,6 +27,8 @@ pub struct RedisBackend {
     /// Dropped to end the blocking reads at once, before the adapter's other calls settle.
     stop_blocking_reads: RefCell<Option<oneshot::Sender<()>>>,
     timeouts: Timeouts,
+    /// A cluster: calls of several keys and blocking reads are not routed yet.
+    cluster: bool,
     submitted: Cell<u64>,
     /// Under Sentinel, keeps the sentinel watcher going while the adapter lives.
     _switches: Switches,
@@ -54,15 +57,25 @@ impl RedisBackend {
             stop,
             outbox.clone(),
         ));
-        let command_link = Link::new(
-            connector.clone(),
-            timeouts,
-            Mode::Commands,
-            Sink {
-                outbox: outbox.clone(),
-                refused: Some(refused),
-            },
-        );
+        let command_sink = Sink {
+            outbox: outbox.clone(),
+            refused: Some(refused),
+        };
+        // A cluster's masters get links as the slot map names them; one server has one.
+        let (command_links, cluster) = match &options.cluster {
+            Some(nodes) => {
+                let seeds = nodes
+                    .iter()
+                    .map(|node| (node.host.clone(), node.port as u16))
+                    .collect();
+                let cluster = Cluster::new(connector.clone(), seeds, timeouts, command_sink);
+                (Vec::new(), Some(cluster))
+            }
+            None => {
+                let link = Link::new(connector.clone(), timeouts, Mode::Commands, command_sink);
+                (vec![link], None)
+            }
+        };
         let subscriber_link = Link::new(
             connector,
             timeouts,
@@ -73,7 +86,9 @@ impl RedisBackend {
             },
         );
         runtime.spawn(router::serve(
-            command_link,
+            command_links,
+            cluster,
+            timeouts,
             command_queue,
             refused_queue,
             outbox.clone(),
@@ -89,6 +104,7 @@ impl RedisBackend {
             blocking_reads,
             stop_blocking_reads: RefCell::new(Some(stop_blocking_reads)),
             timeouts,
+            cluster: options.cluster.is_some(),
             submitted: Cell::new(0),
             _switches: switches,
         })
@@ -111,6 +127,22 @@ impl RedisBackend {
             Op::GroupRead { block: Some(_), .. } => &self.blocking_reads,
             _ => &self.commands,
         };
+        if self.cluster
+            && matches!(
+                op,
+                Op::GetMany | Op::SetMany | Op::Scan { .. } | Op::GroupRead { block: Some(_), .. }
+            )
+        {
+            let call = match op {
+                Op::GetMany => "mget",
+                Op::SetMany => "mset",
+                Op::Scan { .. } => "scan",
+                _ => "a blocking xreadgroup",
+            };
+            return Err(StoreError::invalid_argument(format!(
+                "{call} is not supported under Redis Cluster in this release"
+            )));
+        }
         if matches!(op, Op::Scan { .. }) && payload.parse::<u64>().is_err() {
             return Err(StoreError::invalid_argument(format!(
                 "invalid scan cursor {payload:?}: pass '0' or the cursor a previous scan returned"
@@ -132,6 +164,8 @@ impl RedisBackend {
                 first_written: None,
                 refusals: 0,
                 refused: None,
+                redirects: 0,
+                ask: None,
             }
         };
         if op == Op::SetMany

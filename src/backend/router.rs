@@ -1,36 +1,193 @@
 //! The command router: takes calls off the adapter's queue, writes whatever has queued as one
-//! pipeline on the link's connection, fails calls that waited their `connectTimeout` for a
-//! connection, and retries calls the server refused for now (LOADING, BUSY, MASTERDOWN,
-//! TRYAGAIN, a full server; under Sentinel, READONLY from a demoted master) within their
-//! deadline. Under Sentinel the link follows the master the sentinels announce; this is where
-//! Cluster will choose a link per call.
+//! pipeline per server, fails calls that waited their `connectTimeout` for a connection, and
+//! retries calls the server refused for now (LOADING, BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN,
+//! a full server; under Sentinel, READONLY from a demoted master) within their deadline. Under
+//! Sentinel the one link follows the master the sentinels announce; in a cluster there is a
+//! link per master, a batch is split by the slot of each call's key, and MOVED and ASK send a
+//! call on to the node named.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use super::link::Link;
+use super::cluster::{self, SlotMap};
+use super::connect::Connector;
+use super::connection::{Mode, Sink};
+use super::link::{backoff, Link};
 use super::sentinel::next_switch;
 use super::Request;
 use crate::bridge::{Outbox, Reply};
-use crate::error::StoreError;
+use crate::error::{ErrorCode, Redirect, StoreError};
+use crate::options::Timeouts;
 
 /// Commands taken off the queue into one pipeline at most.
 const MAX_BATCH: usize = 1024;
 const SPIN: Duration = Duration::from_micros(200);
 /// Timers fire on millisecond ticks: deadlines this close fire together.
 const TIMER_TICK: Duration = Duration::from_millis(2);
+/// Redirections a call follows before it fails.
+const MAX_REDIRECTS: u8 = 16;
+/// The least time between two reads of a cluster's slot map.
+const REFRESH_GAP: Duration = Duration::from_millis(100);
+
+/// A cluster's masters: the slot map, and how to reach a node and read the map again.
+pub struct Cluster {
+    map: Option<SlotMap>,
+    /// Connects to any node, with the adapter's TLS and credentials.
+    template: Arc<Connector>,
+    seeds: Vec<(String, u16)>,
+    timeouts: Timeouts,
+    sink: Sink,
+    refresh: Option<JoinHandle<Result<SlotMap, StoreError>>>,
+    /// When to read the slot map again, if it should be.
+    refresh_at: Option<Instant>,
+    last_refresh: Option<Instant>,
+    refresh_failures: u32,
+    /// Why the slot map could not be read, the last time it failed.
+    last_error: Option<StoreError>,
+}
+
+impl Cluster {
+    pub fn new(
+        template: Arc<Connector>,
+        seeds: Vec<(String, u16)>,
+        timeouts: Timeouts,
+        sink: Sink,
+    ) -> Self {
+        Cluster {
+            map: None,
+            template,
+            seeds,
+            timeouts,
+            sink,
+            refresh: None,
+            refresh_at: Some(Instant::now()),
+            last_refresh: None,
+            refresh_failures: 0,
+            last_error: None,
+        }
+    }
+
+    /// Reads the slot map again soon: at once, unless it was read less than `REFRESH_GAP` ago
+    /// (several reasons to read it come together and are served by one read).
+    fn want_refresh(&mut self) {
+        if self.refresh.is_some() || self.refresh_at.is_some() {
+            return;
+        }
+        let gap = REFRESH_GAP.max(backoff(self.refresh_failures.saturating_sub(1)));
+        let at = self.last_refresh.map_or_else(Instant::now, |last| last + gap);
+        self.refresh_at = Some(at.max(Instant::now()));
+    }
+
+    fn start_refresh(&mut self) {
+        self.refresh_at = None;
+        self.last_refresh = Some(Instant::now());
+        let mut nodes = self.map.as_ref().map(|map| map.nodes.clone()).unwrap_or_default();
+        for seed in &self.seeds {
+            if !nodes.contains(seed) {
+                nodes.push(seed.clone());
+            }
+        }
+        let deadline = Instant::now() + self.timeouts.connect;
+        self.refresh = Some(tokio::spawn(cluster::discover(
+            self.template.clone(),
+            nodes,
+            deadline,
+        )));
+    }
+
+    /// The node a call goes to, if the slot map says.
+    fn route(&mut self, request: &Request, links: &mut Vec<Link>) -> Option<usize> {
+        let map = self.map.as_mut()?;
+        let node = match &request.ask {
+            Some((host, port)) => map.node_index(host, *port),
+            None => map.owner(cluster::slot(request.key.as_bytes()))?,
+        };
+        self.ensure_links(links);
+        Some(node)
+    }
+
+    /// A link for every node of the slot map.
+    fn ensure_links(&self, links: &mut Vec<Link>) {
+        let Some(map) = &self.map else { return };
+        for (host, port) in &map.nodes[links.len().min(map.nodes.len())..] {
+            let connector = Arc::new(self.template.to_node(host, *port));
+            links.push(Link::new(
+                connector,
+                self.timeouts,
+                Mode::Commands,
+                self.sink.clone(),
+            ));
+        }
+    }
+
+    /// Why calls waiting for a connection got none: what their node's link says, or why the
+    /// slot map could not be read.
+    fn not_connected(&self, links: &[Link], expired: &[Request]) -> StoreError {
+        let node = self.map.as_ref().and_then(|map| {
+            let request = expired.first()?;
+            map.owner(cluster::slot(request.key.as_bytes()))
+        });
+        match (node.and_then(|node| links.get(node)), &self.last_error) {
+            (Some(link), _) => link.not_connected(),
+            (None, Some(err)) => StoreError {
+                message: format!(
+                    "no connection within connectTimeout ({} ms); {}",
+                    self.timeouts.connect.as_millis(),
+                    err.message
+                ),
+                ..err.clone()
+            },
+            (None, None) => StoreError::new(
+                ErrorCode::Connection,
+                format!(
+                    "no connection within connectTimeout ({} ms): the slot map was not read yet",
+                    self.timeouts.connect.as_millis()
+                ),
+            ),
+        }
+    }
+
+    /// MOVED: the slot is served there from now on (and the whole map is read again); ASK:
+    /// this call goes there once.
+    fn redirected(&mut self, request: &mut Request, redirect: &Redirect) {
+        let host = match redirect.host.as_str() {
+            // The node does not know its own address: the one it was reached at.
+            "" => self.seeds.first().map_or("127.0.0.1", |seed| seed.0.as_str()),
+            host => host,
+        }
+        .to_owned();
+        if redirect.ask {
+            request.ask = Some((host, redirect.port));
+        } else {
+            request.ask = None;
+            if let Some(map) = self.map.as_mut() {
+                map.moved(redirect.slot, &host, redirect.port);
+            }
+            self.want_refresh();
+        }
+    }
+}
 
 pub async fn serve(
-    mut link: Link,
+    mut links: Vec<Link>,
+    mut cluster: Option<Cluster>,
+    timeouts: Timeouts,
     mut queue: UnboundedReceiver<Request>,
     mut refused: UnboundedReceiver<(Request, StoreError)>,
-    outbox: std::sync::Arc<Outbox>,
+    outbox: Arc<Outbox>,
 ) {
     // Connect at once, so the first calls find the connection ready or being made.
-    link.start_attempt();
-    let mut switches = link.switches();
+    for link in &mut links {
+        link.start_attempt();
+    }
+    let mut switches = links.first().and_then(Link::switches);
     let mut waiting: Vec<Request> = Vec::new();
     // Calls the server refused for now, and every call submitted after them, in submission
     // order: sent again together when `held_until` comes, so retries never reorder calls.
@@ -47,25 +204,54 @@ pub async fn serve(
                 tokio::task::yield_now().await;
             }
         }
-        let connected = link.usable().is_some();
-        // Calls that wait as long as the attempt under way get its outcome, and the reason
-        // it gives when it fails.
-        let give_up_at = (!connected)
-            .then(|| waiting.iter().map(|r| r.wait_until).min())
-            .flatten()
-            .filter(|at| link.attempt_ends().is_none_or(|end| end > *at + TIMER_TICK));
+        let give_up_at = give_up_at(&mut links, cluster.is_some(), &waiting);
+        let connecting = links.iter().any(Link::connecting);
+        let refresh_at = cluster.as_ref().and_then(|c| c.refresh_at);
+        let refreshing = cluster.as_ref().is_some_and(|c| c.refresh.is_some());
         tokio::select! {
             biased;
-            outcome = link.attempt_done(), if link.connecting() => match outcome {
+            (node, outcome) = any_attempt_done(&mut links), if connecting => match outcome {
                 Ok(()) => {}
                 // A server refusing connections for now (maxclients): calls wait out their own
                 // connect budget while attempts go on with backoff.
                 Err(err) if err.retryable => {}
+                // A node that cannot be reached: the slot map may say its slots moved, and
+                // calls wait for that within their connect budget.
+                Err(_) if cluster.is_some() => {
+                    if let Some(cluster) = cluster.as_mut() {
+                        cluster.want_refresh();
+                    }
+                    let _ = node;
+                }
                 // Each call rides at most one failed attempt: those waiting fail with it.
                 Err(err) => fail(&outbox, waiting.drain(..), &err),
             },
+            map = refreshed(&mut cluster), if refreshing => {
+                if let Some(cluster) = cluster.as_mut() {
+                    match map {
+                        Ok(map) => {
+                            cluster.map = Some(map);
+                            cluster.refresh_failures = 0;
+                            cluster.ensure_links(&mut links);
+                        }
+                        Err(err) => {
+                            cluster.refresh_failures += 1;
+                            cluster.last_error = Some(err);
+                            if !waiting.is_empty() || cluster.map.is_none() {
+                                cluster.want_refresh();
+                            }
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(refresh_at.unwrap_or_else(Instant::now)), if refresh_at.is_some() && !refreshing => {
+                if let Some(cluster) = cluster.as_mut() {
+                    cluster.start_refresh();
+                }
+            }
             // Under Sentinel: nothing more goes to the old master once the switch is known.
             switch = next_switch(&mut switches) => {
+                let link = &mut links[0];
                 let drained = switch.previous_down
                     || link.connection().is_none_or(|live| live.is_idle());
                 if link.follow(&switch) {
@@ -79,9 +265,18 @@ pub async fn serve(
                     }
                 }
             }
-            Some((request, err)) = refused.recv() => {
-                hold(request, err, link.timeouts.command, &mut held, &mut held_until, &outbox)
-            }
+            Some((mut request, err)) = refused.recv() => match (&err.redirect, cluster.as_mut()) {
+                (Some(redirect), Some(cluster)) => {
+                    request.redirects += 1;
+                    if request.redirects > MAX_REDIRECTS {
+                        outbox.push_all(request.settled(Reply::Error(err)));
+                    } else {
+                        cluster.redirected(&mut request, redirect);
+                        waiting.push(request);
+                    }
+                }
+                _ => hold(request, err, timeouts.command, &mut held, &mut held_until, &outbox),
+            },
             count = queue.recv_many(&mut waiting, MAX_BATCH) => if count == 0 { break },
             _ = sleep_until(held_until.unwrap_or_else(Instant::now)), if held_until.is_some() => {
                 held_until = None;
@@ -93,8 +288,12 @@ pub async fn serve(
                 let now = Instant::now();
                 let (expired, kept): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|r| r.wait_until <= now);
                 waiting = kept;
-                // A call the server refused for now fails with its words, others with the link's.
-                let not_connected = link.not_connected();
+                // A call the server refused for now fails with its words, others with the
+                // reason their server gives (or the slot map's).
+                let not_connected = match &cluster {
+                    None => links[0].not_connected(),
+                    Some(cluster) => cluster.not_connected(&links, &expired),
+                };
                 outbox.push_all(expired.into_iter().filter_map(|mut request| {
                     let err = request.refused.take().unwrap_or_else(|| not_connected.clone());
                     request.settled(Reply::Error(err))
@@ -113,17 +312,99 @@ pub async fn serve(
         if waiting.is_empty() {
             continue;
         }
-        match link.usable() {
-            // A connection that closed just before leaves the calls waiting for the next.
-            Some(connection) => {
-                let _ = connection.send_calls(&mut waiting).await;
-            }
-            None => {
-                link.discard();
-                link.start_attempt();
+        match cluster.as_mut() {
+            None => send(&mut links[0], &mut waiting).await,
+            Some(cluster) => {
+                let mut parts: Vec<Vec<Request>> = Vec::new();
+                let mut unrouted = Vec::new();
+                for request in waiting.drain(..) {
+                    match cluster.route(&request, &mut links) {
+                        Some(node) => {
+                            if parts.len() <= node {
+                                parts.resize_with(node + 1, Vec::new);
+                            }
+                            parts[node].push(request);
+                        }
+                        None => unrouted.push(request),
+                    }
+                }
+                if !unrouted.is_empty() {
+                    cluster.want_refresh();
+                }
+                waiting = unrouted;
+                for (node, mut part) in parts.into_iter().enumerate() {
+                    if !part.is_empty() {
+                        send(&mut links[node], &mut part).await;
+                        waiting.append(&mut part);
+                    }
+                }
+                waiting.sort_by_key(|request| request.seq);
             }
         }
     }
+}
+
+/// Writes `requests` on the link's connection, taking them out; without a usable one, they
+/// stay and an attempt starts.
+async fn send(link: &mut Link, requests: &mut Vec<Request>) {
+    match link.usable() {
+        // A connection that closed just before leaves the calls waiting for the next.
+        Some(connection) => {
+            let _ = connection.send_calls(requests).await;
+        }
+        None => {
+            link.discard();
+            link.start_attempt();
+        }
+    }
+}
+
+/// When the first waiting call gives up waiting for a connection. With one server, calls
+/// that wait as long as the attempt under way get its outcome, and the reason it gives when
+/// it fails.
+fn give_up_at(links: &mut [Link], cluster: bool, waiting: &[Request]) -> Option<Instant> {
+    let first = waiting.iter().map(|r| r.wait_until).min()?;
+    if cluster {
+        return Some(first);
+    }
+    let link = &mut links[0];
+    if link.usable().is_some() {
+        return None;
+    }
+    Some(first).filter(|at| link.attempt_ends().is_none_or(|end| end > *at + TIMER_TICK))
+}
+
+/// The first link whose connection attempt has ended, and how.
+async fn any_attempt_done(links: &mut [Link]) -> (usize, Result<(), StoreError>) {
+    poll_fn(|cx| {
+        for (node, link) in links.iter_mut().enumerate() {
+            if link.connecting() {
+                if let Poll::Ready(outcome) = link.poll_attempt(cx) {
+                    return Poll::Ready((node, outcome));
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The slot map read under way, when it is done.
+async fn refreshed(cluster: &mut Option<Cluster>) -> Result<SlotMap, StoreError> {
+    let outcome = poll_fn(|cx| match cluster.as_mut().and_then(|c| c.refresh.as_mut()) {
+        Some(refresh) => Pin::new(refresh).poll(cx),
+        None => Poll::Pending,
+    })
+    .await;
+    if let Some(cluster) = cluster.as_mut() {
+        cluster.refresh = None;
+    }
+    outcome.unwrap_or_else(|e| {
+        Err(StoreError::new(
+            ErrorCode::Connection,
+            format!("reading the slot map stopped: {e}"),
+        ))
+    })
 }
 
 /// A call the server refused for now waits among the held calls, in submission order, until

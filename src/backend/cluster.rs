@@ -1,0 +1,195 @@
+//! Redis Cluster: which node serves a key. Keys hash to one of 16,384 slots (CRC16 of the key,
+//! or of its `{hash tag}`), and the slot map (`CLUSTER SLOTS`) says which master serves each;
+//! it is read from whichever known node answers first, within one `connectTimeout`.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio::time::{timeout_at, Instant};
+
+use super::connect::{exchange, Connector, Exchange};
+use super::resp::{self, Frame};
+use crate::error::{ErrorCode, StoreError};
+
+pub const SLOTS: usize = 16384;
+
+/// The slot of `key`: CRC16 (XMODEM) of the key, or of the part between the first `{` and the
+/// first `}` after it when that part is not empty, modulo 16,384.
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16(hashed) % SLOTS as u16
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Which master serves each slot, as one node told it.
+#[derive(Clone)]
+pub struct SlotMap {
+    /// Masters as `host:port`, in the order first seen.
+    pub nodes: Vec<(String, u16)>,
+    /// For each slot, the index in `nodes` of its master, if any serves it.
+    owners: Box<[Option<u16>]>,
+}
+
+impl SlotMap {
+    pub fn owner(&self, slot: u16) -> Option<usize> {
+        self.owners[slot as usize].map(usize::from)
+    }
+
+    /// The index of the node at `host:port`, added if new.
+    pub fn node_index(&mut self, host: &str, port: u16) -> usize {
+        match self.nodes.iter().position(|(h, p)| h == host && *p == port) {
+            Some(i) => i,
+            None => {
+                self.nodes.push((host.to_owned(), port));
+                self.nodes.len() - 1
+            }
+        }
+    }
+
+    /// A MOVED reply: this slot is now served by that node.
+    pub fn moved(&mut self, slot: u16, host: &str, port: u16) -> usize {
+        let node = self.node_index(host, port);
+        self.owners[slot as usize] = Some(node as u16);
+        node
+    }
+
+    /// Reads `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`. A
+    /// node that announces no host (`""`, or `?` for an unknown endpoint) is the one asked.
+    fn from_reply(items: &[Frame], bytes: &[u8], asked: (&str, u16)) -> Option<SlotMap> {
+        let mut map = SlotMap {
+            nodes: Vec::new(),
+            owners: vec![None; SLOTS].into_boxed_slice(),
+        };
+        for range in items {
+            let Frame::Array(parts) = range else {
+                return None;
+            };
+            let [Frame::Integer(start), Frame::Integer(end), Frame::Array(master), ..] =
+                parts.as_slice()
+            else {
+                return None;
+            };
+            let [Frame::Bulk(host), Frame::Integer(port), ..] = master.as_slice() else {
+                return None;
+            };
+            let host = match resp::text(bytes, host) {
+                host if host.is_empty() || host == "?" => asked.0.to_owned(),
+                host => host,
+            };
+            let port = u16::try_from(*port).ok()?;
+            let node = map.node_index(&host, port) as u16;
+            let (start, end) = (usize::try_from(*start).ok()?, usize::try_from(*end).ok()?);
+            for owner in map.owners.get_mut(start..=end)? {
+                *owner = Some(node);
+            }
+        }
+        Some(map)
+    }
+}
+
+/// Asks `nodes` at once for the slot map; the first whole answer wins. When none gives one by
+/// `deadline`, the error says what each did.
+pub async fn discover(
+    connector: Arc<Connector>,
+    nodes: Vec<(String, u16)>,
+    deadline: Instant,
+) -> Result<SlotMap, StoreError> {
+    let mut asks = JoinSet::new();
+    for (i, (host, port)) in nodes.iter().enumerate() {
+        let (connector, host, port) = (connector.clone(), host.clone(), *port);
+        asks.spawn(async move { (i, ask(&connector, &host, port, deadline).await) });
+    }
+    let mut failures: Vec<Option<String>> = vec![None; nodes.len()];
+    while let Ok(Some(asked)) = timeout_at(deadline, asks.join_next()).await {
+        let Ok((i, answer)) = asked else { continue };
+        match answer {
+            Ok(map) => return Ok(map),
+            Err(err) => failures[i] = Some(err.message),
+        }
+    }
+    let each: Vec<String> = nodes
+        .iter()
+        .zip(failures)
+        .map(|((host, port), failure)| {
+            failure.unwrap_or_else(|| format!("{host}:{port}: no answer within connectTimeout"))
+        })
+        .collect();
+    Err(StoreError {
+        retryable: true,
+        ..StoreError::new(
+            ErrorCode::Connection,
+            format!("no cluster node gave the slot map: {}", each.join("; ")),
+        )
+    })
+}
+
+async fn ask(
+    connector: &Connector,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<SlotMap, StoreError> {
+    let node = connector.to_node(host, port);
+    let limit = deadline.saturating_duration_since(Instant::now());
+    let mut stream = node.connect_fixed(limit).await?;
+    let mut command = Vec::new();
+    resp::command(&mut command, &[b"CLUSTER", b"SLOTS"]);
+    let mut map = None;
+    let failed = |what: String| StoreError::new(ErrorCode::Connection, format!("{host}:{port}: {what}"));
+    let asked = exchange(&mut stream, &command, 1, |_, frame, bytes| {
+        match frame {
+            Frame::Error(text) => {
+                return Err(failed(format!("CLUSTER SLOTS refused: {}", resp::text(bytes, &text))))
+            }
+            Frame::Array(items) => map = SlotMap::from_reply(&items, bytes, (host, port)),
+            _ => {}
+        }
+        Ok(())
+    });
+    match timeout_at(deadline, asked).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Exchange::Reply(err))) => return Err(err),
+        Ok(Err(Exchange::Io(err))) => return Err(failed(format!("the connection was lost: {err}"))),
+        Err(_) => return Err(failed("no answer in time".into())),
+    }
+    map.ok_or_else(|| failed("CLUSTER SLOTS gave no slot map".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_own() {
+        // Values from CLUSTER KEYSLOT on Redis 7.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"bar"), 5061);
+        assert_eq!(slot(b"{user1}:a"), slot(b"user1"));
+        assert_eq!(slot(b"{user1}:a"), slot(b"{user1}:b"));
+        // An empty tag hashes the whole key; only the first `{` counts.
+        assert_eq!(slot(b"{}x"), crc16(b"{}x") % 16384);
+        assert_eq!(slot(b"a{}b{c}"), crc16(b"a{}b{c}") % 16384);
+        assert_eq!(slot(b"{{a}}"), crc16(b"{a") % 16384);
+    }
+}
