@@ -195,7 +195,7 @@ class StoreAdapter {
   // Ref'd only while calls are pending or subscriptions exist, so idle processes exit.
   #keepAlive = setInterval(noop, 2 ** 31 - 1).unref()
 
-  constructor(createNative, { keyPrefix, channelPrefix = keyPrefix, onError, client, description, secrets }) {
+  constructor(createNative, { keyPrefix, channelPrefix = keyPrefix, onError, client, description, secrets, warnings = [] }) {
     this.#keyPrefix = keyPrefix
     this.#channelPrefix = channelPrefix
     this.#onError = onError ?? defaultOnError
@@ -208,6 +208,9 @@ class StoreAdapter {
       clearInterval(this.#keepAlive)
       throw err
     }
+    // Settings that work but are likely not what was meant: said once, after the caller has
+    // the adapter (and could not have been told by a throw).
+    for (const warning of warnings) queueMicrotask(() => this.#report(warning))
   }
 
   get client() {
@@ -639,6 +642,7 @@ function createRedisStoreAdapter(input) {
     client: settings.client ?? Object.freeze({ backend: 'redis', target: settings.description }),
     description: `redis ${settings.description}`,
     secrets: settings.secrets,
+    warnings: settings.warnings.map((message) => storeError(Error, codes.INVALID_ARGUMENT, message)),
   })
 }
 

@@ -6,13 +6,13 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { once } = require('node:events')
 const { performance } = require('node:perf_hooks')
-const { backends, sentinelBackend } = require('./helpers/backends.js')
+const { backends, sentinelBackend, clusterBackend } = require('./helpers/backends.js')
 const { waitUntil, collect } = require('./helpers/wait.js')
 const { hasCode: code } = require('./helpers/expect.js')
 
 let shared = 0
 
-for (const backend of [...backends, sentinelBackend]) {
+for (const backend of [...backends, sentinelBackend, clusterBackend]) {
   describe(`${backend.name} backend`, () => {
     let store
     before(async () => {

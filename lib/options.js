@@ -330,11 +330,22 @@ function redisOptions(input) {
     // ioredis puts its keyPrefix on keys only; Kindling's own option prefixes channels too.
     channelPrefix: client ? '' : keyPrefix,
     maxPubSubBacklog: backlogOption(options),
+    warnings: cluster && hashTag(keyPrefix)
+      ? [`keyPrefix ${JSON.stringify(keyPrefix)} holds a hash tag: every key of this adapter hashes to one slot, so one master of the cluster serves them all`]
+      : [],
     onError: client ? undefined : onErrorOption(options),
     client,
     description: where,
     secrets: secretsOf(native.password, sentinel?.password),
   }
+}
+
+// The part of a key Redis Cluster hashes when it is not the whole key: between the first `{`
+// and the first `}` after it, when not empty.
+function hashTag(key) {
+  const open = key.indexOf('{')
+  const close = open < 0 ? -1 : key.indexOf('}', open + 1)
+  return close > open + 1 ? key.slice(open + 1, close) : null
 }
 
 // The passwords as given and as they would appear percent-encoded in a URL.

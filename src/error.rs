@@ -159,7 +159,10 @@ fn redirect(code: &str, detail: &str) -> Option<Redirect> {
     let (host, port) = address.rsplit_once(':')?;
     Some(Redirect {
         slot: slot.parse().ok()?,
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         port: port.parse().ok()?,
         ask,
     })

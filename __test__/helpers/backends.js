@@ -5,6 +5,7 @@
 
 const { startRedis } = require('./redis-server.js')
 const { startSentinelSetup } = require('./sentinel.js')
+const { startCluster } = require('./cluster.js')
 const { createMemoryStoreAdapter, createRedisStoreAdapter } = require('../../index.js')
 
 let prefixes = 0
@@ -52,4 +53,20 @@ const sentinelBackend = {
   },
 }
 
-module.exports = { backends, sentinelBackend }
+// Three masters with a replica each; the adapters find each key's master from the slot map.
+// `server` is the master serving the slot of an empty key, for tests that look at one.
+const clusterBackend = {
+  name: 'cluster',
+  nodes: null,
+  async setup() {
+    this.nodes = await startCluster()
+  },
+  async teardown() {
+    await this.nodes.stop()
+  },
+  create(options = {}) {
+    return createRedisStoreAdapter({ cluster: { nodes: this.nodes.seeds }, keyPrefix: `c${++prefixes}:`, ...options })
+  },
+}
+
+module.exports = { backends, sentinelBackend, clusterBackend }

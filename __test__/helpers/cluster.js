@@ -296,11 +296,13 @@ async function startCluster({ masters = 3, replicasPerMaster = 1, nodeTimeoutMs 
   try {
     nodes = await startNodes(dir, masters * (1 + replicasPerMaster), nodeTimeoutMs)
     const cluster = makeCluster(nodes, dir)
-    // Gossip goes faster while the cluster forms: a node pings each other at least every half
-    // node timeout, and with 2 s the nodes may not all know each other when redis-cli first
-    // checks, after 1 s (it then waits another second), nor learn for a second more which
-    // nodes are replicas. The timeout asked for is set back once the cluster is healthy (it
-    // is also the one on the command line, for a node restarted by a test).
+    // A shorter node timeout while the cluster forms, for faster gossip: each node pings
+    // every other at least every half node timeout, and with 2 s the nodes often do not all
+    // know each other when redis-cli first checks, after 1 s (it then sleeps another second),
+    // nor learn for up to a second more which nodes are replicas. The timeout asked for is set
+    // back once the cluster is healthy; it is also the one on the command line, for a node a
+    // test restarts. (Masters cannot say cluster_state:ok before 2 s after their start
+    // anyway: Redis's CLUSTER_WRITABLE_DELAY.)
     const formingTimeoutMs = Math.min(nodeTimeoutMs, FORMING_NODE_TIMEOUT_MS)
     if (formingTimeoutMs !== nodeTimeoutMs) await setNodeTimeout(nodes, formingTimeoutMs)
     const started = performance.now()

@@ -73,6 +73,19 @@ impl SlotMap {
         node
     }
 
+    /// Takes the owners of a map read afresh, keeping the index of every node known (links
+    /// are kept by it), and adding the new ones.
+    pub fn adopt(&mut self, fresh: SlotMap) {
+        let indexes: Vec<u16> = fresh
+            .nodes
+            .iter()
+            .map(|(host, port)| self.node_index(host, *port) as u16)
+            .collect();
+        for (owner, fresh) in self.owners.iter_mut().zip(fresh.owners.iter()) {
+            *owner = fresh.map(|node| indexes[usize::from(node)]);
+        }
+    }
+
     /// Reads `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`. A
     /// node that announces no host (`""`, or `?` for an unknown endpoint) is the one asked.
     fn from_reply(items: &[Frame], bytes: &[u8], asked: (&str, u16)) -> Option<SlotMap> {
@@ -155,11 +168,15 @@ async fn ask(
     let mut command = Vec::new();
     resp::command(&mut command, &[b"CLUSTER", b"SLOTS"]);
     let mut map = None;
-    let failed = |what: String| StoreError::new(ErrorCode::Connection, format!("{host}:{port}: {what}"));
+    let failed =
+        |what: String| StoreError::new(ErrorCode::Connection, format!("{host}:{port}: {what}"));
     let asked = exchange(&mut stream, &command, 1, |_, frame, bytes| {
         match frame {
             Frame::Error(text) => {
-                return Err(failed(format!("CLUSTER SLOTS refused: {}", resp::text(bytes, &text))))
+                return Err(failed(format!(
+                    "CLUSTER SLOTS refused: {}",
+                    resp::text(bytes, &text)
+                )))
             }
             Frame::Array(items) => map = SlotMap::from_reply(&items, bytes, (host, port)),
             _ => {}
@@ -169,7 +186,9 @@ async fn ask(
     match timeout_at(deadline, asked).await {
         Ok(Ok(())) => {}
         Ok(Err(Exchange::Reply(err))) => return Err(err),
-        Ok(Err(Exchange::Io(err))) => return Err(failed(format!("the connection was lost: {err}"))),
+        Ok(Err(Exchange::Io(err))) => {
+            return Err(failed(format!("the connection was lost: {err}")))
+        }
         Err(_) => return Err(failed("no answer in time".into())),
     }
     map.ok_or_else(|| failed("CLUSTER SLOTS gave no slot map".into()))

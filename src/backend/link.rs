@@ -136,7 +136,10 @@ impl Link {
         Poll::Ready(self.attempt_outcome(outcome))
     }
 
-    fn attempt_outcome(&mut self, outcome: Result<Connected, StoreError>) -> Result<(), StoreError> {
+    fn attempt_outcome(
+        &mut self,
+        outcome: Result<Connected, StoreError>,
+    ) -> Result<(), StoreError> {
         match outcome {
             // Discovery named another server than the master announced since (a switch
             // during the attempt): it is not kept, and the next attempt asks again.

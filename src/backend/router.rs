@@ -81,14 +81,20 @@ impl Cluster {
             return;
         }
         let gap = REFRESH_GAP.max(backoff(self.refresh_failures.saturating_sub(1)));
-        let at = self.last_refresh.map_or_else(Instant::now, |last| last + gap);
+        let at = self
+            .last_refresh
+            .map_or_else(Instant::now, |last| last + gap);
         self.refresh_at = Some(at.max(Instant::now()));
     }
 
     fn start_refresh(&mut self) {
         self.refresh_at = None;
         self.last_refresh = Some(Instant::now());
-        let mut nodes = self.map.as_ref().map(|map| map.nodes.clone()).unwrap_or_default();
+        let mut nodes = self
+            .map
+            .as_ref()
+            .map(|map| map.nodes.clone())
+            .unwrap_or_default();
         for seed in &self.seeds {
             if !nodes.contains(seed) {
                 nodes.push(seed.clone());
@@ -159,7 +165,10 @@ impl Cluster {
     fn redirected(&mut self, request: &mut Request, redirect: &Redirect) {
         let host = match redirect.host.as_str() {
             // The node does not know its own address: the one it was reached at.
-            "" => self.seeds.first().map_or("127.0.0.1", |seed| seed.0.as_str()),
+            "" => self
+                .seeds
+                .first()
+                .map_or("127.0.0.1", |seed| seed.0.as_str()),
             host => host,
         }
         .to_owned();
@@ -230,7 +239,10 @@ pub async fn serve(
                 if let Some(cluster) = cluster.as_mut() {
                     match map {
                         Ok(map) => {
-                            cluster.map = Some(map);
+                            match cluster.map.as_mut() {
+                                Some(known) => known.adopt(map),
+                                None => cluster.map = Some(map),
+                            }
                             cluster.refresh_failures = 0;
                             cluster.ensure_links(&mut links);
                         }
@@ -391,10 +403,12 @@ async fn any_attempt_done(links: &mut [Link]) -> (usize, Result<(), StoreError>)
 
 /// The slot map read under way, when it is done.
 async fn refreshed(cluster: &mut Option<Cluster>) -> Result<SlotMap, StoreError> {
-    let outcome = poll_fn(|cx| match cluster.as_mut().and_then(|c| c.refresh.as_mut()) {
-        Some(refresh) => Pin::new(refresh).poll(cx),
-        None => Poll::Pending,
-    })
+    let outcome = poll_fn(
+        |cx| match cluster.as_mut().and_then(|c| c.refresh.as_mut()) {
+            Some(refresh) => Pin::new(refresh).poll(cx),
+            None => Poll::Pending,
+        },
+    )
     .await;
     if let Some(cluster) = cluster.as_mut() {
         cluster.refresh = None;

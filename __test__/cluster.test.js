@@ -1,0 +1,230 @@
+'use strict'
+
+// Redis Cluster: real clusters of three masters with a replica each, made by the helper on
+// loopback. Keys go to their slot's master with no redirection, hash tags and the keyPrefix
+// are honoured, and calls ride through resharding and a failover.
+
+const { describe, it, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const { execFile } = require('node:child_process')
+const { promisify } = require('node:util')
+const { performance } = require('node:perf_hooks')
+const { startCluster, keySlot } = require('./helpers/cluster.js')
+const { waitUntil } = require('./helpers/wait.js')
+const { hasCode } = require('./helpers/expect.js')
+const { createRedisStoreAdapter } = require('../index.js')
+
+const run = promisify(execFile)
+// A failover fits inside these (cluster-node-timeout is 2000 ms).
+const COMMAND_TIMEOUT = 8000
+const CONNECT_TIMEOUT = 8000
+
+let prefixes = 0
+function open(cluster, options = {}) {
+  return createRedisStoreAdapter({
+    cluster: { nodes: cluster.seeds.slice(0, 1) },
+    keyPrefix: `c${++prefixes}:`,
+    commandTimeout: COMMAND_TIMEOUT,
+    connectTimeout: CONNECT_TIMEOUT,
+    onError: () => {},
+    ...options,
+  })
+}
+
+async function movedCounts(cluster) {
+  const counts = []
+  for (const node of cluster.nodes) {
+    const stats = await node.cli('INFO', 'errorstats')
+    counts.push(Number(/errorstat_MOVED:count=(\d+)/.exec(stats)?.[1] ?? 0))
+  }
+  return counts
+}
+
+// Chains of awaited calls on keys of their own, each counting what was acknowledged; a get
+// follows only an acknowledged set and must return it.
+function startLoad(store, chains) {
+  let stopped = false
+  const state = Array.from({ length: chains }, (_, i) => ({ key: `load:${i}`, counter: `count:${i}`, acked: 0, failures: [], wrong: [], rounds: 0 }))
+  const loops = state.map(async (chain) => {
+    for (let n = 1; !stopped; n++) {
+      try {
+        await store.set(chain.key, n)
+        const got = await store.get(chain.key)
+        if (got !== n) chain.wrong.push({ expected: n, got })
+        await store.increment(chain.counter)
+        chain.acked++
+        chain.rounds++
+      } catch (err) {
+        chain.failures.push({ at: performance.now(), code: err.code, message: err.message })
+      }
+    }
+  })
+  return {
+    state,
+    rounds: () => state.reduce((sum, chain) => sum + chain.rounds, 0),
+    async stop() {
+      stopped = true
+      await Promise.all(loops)
+    },
+  }
+}
+
+describe('a cluster at rest', () => {
+  let cluster
+  before(async () => {
+    cluster = await startCluster()
+  })
+  after(async () => {
+    await cluster.stop()
+  })
+
+  it('sends every key to its slot\'s master: 10,000 keys set and read, no MOVED', async () => {
+    const store = open(cluster)
+    try {
+      await store.set('warm', 1)
+      const before = await movedCounts(cluster)
+      for (let start = 0; start < 10000; start += 1000) {
+        await Promise.all(Array.from({ length: 1000 }, (_, i) => store.set(`key:${start + i}`, start + i)))
+      }
+      for (let start = 0; start < 10000; start += 1000) {
+        const values = await Promise.all(Array.from({ length: 1000 }, (_, i) => store.get(`key:${start + i}`)))
+        assert.deepEqual(values, Array.from({ length: 1000 }, (_, i) => start + i))
+      }
+      assert.deepEqual(await movedCounts(cluster), before, 'MOVED replies per node')
+      // Spread over every master.
+      for (const master of await cluster.masters()) assert.ok(Number(await master.cli('DBSIZE')) > 2000, `keys on ${master.port}`)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('honours hash tags with the keyPrefix on: {user1}:a and {user1}:b share a slot', async () => {
+    const store = open(cluster, { keyPrefix: 'app:' })
+    try {
+      await store.set('{user1}:a', 'A')
+      await store.set('{user1}:b', 'B')
+      const owner = await cluster.slotOwner(keySlot('user1'))
+      assert.equal(await owner.cli('GET', 'app:{user1}:a'), '"A"')
+      assert.equal(await owner.cli('GET', 'app:{user1}:b'), '"B"')
+      assert.equal(keySlot('app:{user1}:a'), keySlot('app:{user1}:b'))
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('says once, through onError, that a keyPrefix with a hash tag puts every key on one master', async () => {
+    const warnings = []
+    const store = open(cluster, { keyPrefix: '{tenant}:', onError: (err) => warnings.push(err) })
+    try {
+      await store.set('a', 1)
+      await store.set('b', 2)
+      assert.equal(warnings.length, 1)
+      hasCode('ERR_STORE_INVALID_ARGUMENT')(warnings[0])
+      assert.match(warnings[0].message, /hash tag/)
+      const owner = await cluster.slotOwner(keySlot('tenant'))
+      assert.equal(await owner.cli('GET', '{tenant}:b'), '2')
+    } finally {
+      await store.close()
+    }
+    // Without a tag in the prefix, nothing is said.
+    const quiet = []
+    const plain = open(cluster, { keyPrefix: 'tenant:', onError: (err) => quiet.push(err) })
+    await plain.set('a', 1)
+    await plain.close()
+    assert.deepEqual(quiet, [])
+  })
+
+  it('delivers Pub/Sub across the cluster, published through any master', async () => {
+    const subscriber = open(cluster, { keyPrefix: 'ps:' })
+    const publisher = open(cluster, { keyPrefix: 'ps:' })
+    try {
+      const got = []
+      let done
+      const all = new Promise((resolve) => (done = resolve))
+      await subscriber.subscribe('news', (message) => {
+        got.push(message)
+        if (got.length === 20) done()
+      })
+      for (let i = 0; i < 20; i++) await publisher.publish('news', i)
+      await all
+      assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i))
+    } finally {
+      await Promise.all([subscriber.close(), publisher.close()])
+    }
+  })
+
+  it('refuses calls of several keys and blocking reads before any I/O, for now', async () => {
+    const store = open(cluster)
+    try {
+      await assert.rejects(store.mget(['a', 'b']), hasCode('ERR_STORE_INVALID_ARGUMENT'))
+      await assert.rejects(store.mset([{ key: 'a', value: 1 }]), hasCode('ERR_STORE_INVALID_ARGUMENT'))
+      await assert.rejects(store.scan('0'), hasCode('ERR_STORE_INVALID_ARGUMENT'))
+      await assert.rejects(store.xreadgroup('s', 'g', 'c', { blockMs: 10 }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
+    } finally {
+      await store.close()
+    }
+  })
+})
+
+describe('a cluster that changes under load', () => {
+  let cluster
+  before(async () => {
+    cluster = await startCluster()
+  })
+  after(async () => {
+    await cluster.stop()
+  })
+
+  it('resharding 2,000 slots: no call fails, every get returns the last set, counters exact', async (t) => {
+    const store = open(cluster)
+    const load = startLoad(store, 8)
+    try {
+      await waitUntil(() => load.rounds() > 200, { what: 'the load running' })
+      const [from, to] = await cluster.masters()
+      const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
+      const began = performance.now()
+      await run('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', await id(from), '--cluster-to', await id(to),
+        '--cluster-slots', '2000', '--cluster-yes'], { maxBuffer: 64 * 1024 * 1024 })
+      t.diagnostic(`resharded in ${Math.round(performance.now() - began)} ms, ${load.rounds()} rounds so far`)
+      const rounds = load.rounds()
+      await waitUntil(() => load.rounds() > rounds + 200, { what: 'rounds after the resharding' })
+    } finally {
+      await load.stop()
+    }
+    try {
+      for (const chain of load.state) {
+        assert.deepEqual(chain.failures, [], `failures of ${chain.key}`)
+        assert.deepEqual(chain.wrong, [], `wrong gets of ${chain.key}`)
+        assert.equal(await store.get(chain.counter), chain.acked, `${chain.counter}`)
+      }
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('CLUSTER FAILOVER on a replica: no call fails', async (t) => {
+    const store = open(cluster)
+    const load = startLoad(store, 8)
+    try {
+      await waitUntil(() => load.rounds() > 200, { what: 'the load running' })
+      const [replica] = await cluster.replicas()
+      const began = performance.now()
+      assert.equal(await replica.cli('CLUSTER', 'FAILOVER'), 'OK')
+      await waitUntil(async () => (await cluster.masters()).includes(replica), { what: 'the replica promoted', timeoutMs: 15000 })
+      t.diagnostic(`promoted in ${Math.round(performance.now() - began)} ms`)
+      const rounds = load.rounds()
+      await waitUntil(() => load.rounds() > rounds + 200, { what: 'rounds after the failover' })
+    } finally {
+      await load.stop()
+    }
+    try {
+      for (const chain of load.state) {
+        assert.deepEqual(chain.failures, [], `failures of ${chain.key}`)
+        assert.deepEqual(chain.wrong, [], `wrong gets of ${chain.key}`)
+        assert.equal(await store.get(chain.counter), chain.acked, `${chain.counter}`)
+      }
+    } finally {
+      await store.close()
+    }
+  })
+})
