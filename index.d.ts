@@ -192,8 +192,13 @@ export interface RedisStoreOptions {
   connectTimeout?: number
   /** Milliseconds to wait for a reply; default 5000. */
   commandTimeout?: number
-  /** Not supported in this release: refused with ERR_STORE_INVALID_ARGUMENT. */
-  cluster?: { nodes: string[] }
+  /**
+   * Redis Cluster: any of its nodes, as `redis://host:port` (`rediss://` turns TLS on for all),
+   * `host:port` or `{ host, port }`. Not with `url`, `host`, `port` or a `db` other than 0. In
+   * this release `mget`, `mset`, `scan` and blocking reads are refused under Cluster, and so are
+   * `pubsub: 'sharded'` and `natMap`.
+   */
+  cluster?: { nodes: Array<string | { host: string; port?: number }>; pubsub?: 'classic' }
   /**
    * Find the master through Redis Sentinel and follow its failovers. Not with `url`, `host`,
    * `port` or `cluster`; the top-level `username`, `password`, `db` and `tls` are the data
