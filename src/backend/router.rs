@@ -35,6 +35,8 @@ const TIMER_TICK: Duration = Duration::from_millis(2);
 const MAX_REDIRECTS: u8 = 16;
 /// The least time between two reads of a cluster's slot map.
 const REFRESH_GAP: Duration = Duration::from_millis(100);
+/// How often the slot map is read when nothing asks for it (±20 %).
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// A cluster's masters: the slot map, and how to reach a node and read the map again.
 pub struct Cluster {
@@ -77,14 +79,27 @@ impl Cluster {
     /// Reads the slot map again soon: at once, unless it was read less than `REFRESH_GAP` ago
     /// (several reasons to read it come together and are served by one read).
     fn want_refresh(&mut self) {
-        if self.refresh.is_some() || self.refresh_at.is_some() {
+        if self.refresh.is_some() {
             return;
         }
         let gap = REFRESH_GAP.max(backoff(self.refresh_failures.saturating_sub(1)));
         let at = self
             .last_refresh
-            .map_or_else(Instant::now, |last| last + gap);
-        self.refresh_at = Some(at.max(Instant::now()));
+            .map_or_else(Instant::now, |last| last + gap)
+            .max(Instant::now());
+        self.refresh_at = Some(self.refresh_at.map_or(at, |due| due.min(at)));
+    }
+
+    /// The next read of the slot map when nobody asks for one: changes nobody reported (a
+    /// failover while no call went to the failed master) are found within about this long.
+    /// Jittered, so adapters started together do not read it together.
+    fn schedule_periodic_refresh(&mut self) {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let jitter = REFRESH_EVERY.mul_f64(0.8 + 0.4 * (random % 1000) as f64 / 1000.0);
+        self.refresh_at = Some(Instant::now() + jitter);
     }
 
     fn start_refresh(&mut self) {
@@ -245,6 +260,7 @@ pub async fn serve(
                             }
                             cluster.refresh_failures = 0;
                             cluster.ensure_links(&mut links);
+                            cluster.schedule_periodic_refresh();
                         }
                         Err(err) => {
                             cluster.refresh_failures += 1;
