@@ -228,3 +228,114 @@ describe('a cluster that changes under load', () => {
     }
   })
 })
+
+describe('a master lost under load', () => {
+  let cluster
+  before(async () => {
+    cluster = await startCluster()
+  })
+  after(async () => {
+    await cluster.stop()
+  })
+
+  // Keys on the master about to go (or, `on: false`, on others), found before it goes.
+  async function keysOn(master, count, on = true) {
+    const keys = []
+    for (let i = 0; keys.length < count; i++) {
+      if (((await cluster.slotOwner(keySlot(`lost:${i}`))) === master) === on) keys.push(`lost:${i}`)
+    }
+    return keys
+  }
+  // Every node as a seed: the one lost in the first test among them.
+  const openAll = () => open(cluster, { keyPrefix: '', cluster: { nodes: cluster.seeds } })
+
+  it('SIGKILL: only calls in flight on it fail, the rest wait for the replica and succeed', async (t) => {
+    const store = openAll()
+    const [victim] = await cluster.masters()
+    const keys = await keysOn(victim, 4)
+    const elsewhere = await keysOn(victim, 2, false)
+    // Chains on the victim's keys and on others'.
+    let stopped = false
+    let killedAt = Infinity
+    const failures = []
+    const successes = []
+    const chain = async (key) => {
+      let acked = 0
+      let failed = 0
+      for (let n = 1; !stopped; n++) {
+        const issued = performance.now()
+        try {
+          await store.increment(key)
+          acked++
+          successes.push({ key, issued, settled: performance.now() })
+        } catch (err) {
+          failed++
+          failures.push({ key, issued: issued - killedAt, code: err.code })
+        }
+      }
+      return { key, acked, failed }
+    }
+    const chains = [...keys, ...elsewhere].map(chain)
+    try {
+      await waitUntil(() => successes.length > 200, { what: 'the load running' })
+      killedAt = performance.now()
+      process.kill(victim.process.pid, 'SIGKILL')
+      await waitUntil(() => successes.some((s) => keys.includes(s.key) && s.issued > killedAt), { what: 'a call on the lost slots succeeding', timeoutMs: 15000 })
+      const window = Math.min(...successes.filter((s) => keys.includes(s.key) && s.issued > killedAt).map((s) => s.settled)) - killedAt
+      t.diagnostic(`the first call on the lost master's slots issued after the kill succeeded ${Math.round(window)} ms after it`)
+      const count = successes.length
+      await waitUntil(() => successes.length > count + 200, { what: 'the load after the failover' })
+    } finally {
+      stopped = true
+    }
+    const ended = await Promise.all(chains)
+    try {
+      for (const failure of failures) {
+        assert.ok(['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(failure.code), `${failure.key}: ${failure.code}`)
+        assert.ok(keys.includes(failure.key) && failure.issued <= 50, `${failure.key} failed, issued ${Math.round(failure.issued)} ms after the kill`)
+      }
+      for (const { key, acked, failed } of ended) {
+        const value = await store.get(key)
+        assert.ok(value >= acked && value <= acked + failed, `${key} is ${value}: ${acked} acknowledged, ${failed} failed`)
+      }
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('SIGSTOP (no FIN): calls issued once the cluster has failed it over succeed', async (t) => {
+    await cluster.waitHealthy({ timeoutMs: 20000 })
+    const store = openAll()
+    const [victim] = await cluster.masters()
+    const keys = await keysOn(victim, 3)
+    const results = []
+    let stoppedAt
+    try {
+      await store.set(keys[0], 0)
+      stoppedAt = performance.now()
+      process.kill(victim.process.pid, 'SIGSTOP')
+      // Calls that do not wait on each other, every 50 ms, until one issued after the stop
+      // succeeds and 40 more have been issued.
+      const pending = []
+      for (let i = 0; ; i++) {
+        const issued = performance.now() - stoppedAt
+        pending.push(store.set(keys[i % keys.length], i).then(() => results.push({ issued, ok: true }), (err) => results.push({ issued, code: err.code })))
+        const firstOk = results.filter((r) => r.ok).length
+        if (firstOk > 0 && pending.length > 40 + results.findIndex((r) => r.ok)) break
+        assert.ok(issued < 20000, 'no call succeeded within 20 s of the stop')
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      await Promise.all(pending)
+    } finally {
+      process.kill(victim.process.pid, 'SIGCONT')
+      await store.close()
+    }
+    results.sort((a, b) => a.issued - b.issued)
+    const recovered = results.find((r) => r.ok).issued
+    t.diagnostic(`the first call that succeeded was issued ${Math.round(recovered)} ms after the stop`)
+    // cluster-node-timeout (2000 ms) plus 3 s.
+    assert.ok(recovered <= 5000, `recovered ${Math.round(recovered)} ms after the stop`)
+    assert.deepEqual(results.filter((r) => !r.ok && r.issued > recovered).map((r) => `${Math.round(r.issued)} ms: ${r.code}`), [], 'calls issued after the recovery that failed')
+    for (const r of results.filter((r) => !r.ok)) assert.ok(['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(r.code), r.code)
+  })
+})

@@ -243,6 +243,12 @@ impl Connection {
         lock(&self.shared.in_flight).queue.is_empty()
     }
 
+    /// A call written at least `long` ago still waits for its reply: the server may be hung.
+    pub fn unanswered_for(&self, long: Duration) -> bool {
+        let oldest = lock(&self.shared.in_flight).oldest_deadline();
+        oldest.is_some_and(|deadline| deadline < Instant::now() + self.command_timeout - long)
+    }
+
     /// Takes no more writes; what was written still gets its replies (or its deadline).
     pub fn retire(&self) {
         lock(&self.shared.in_flight).retired = true;

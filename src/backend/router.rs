@@ -37,6 +37,10 @@ const MAX_REDIRECTS: u8 = 16;
 const REFRESH_GAP: Duration = Duration::from_millis(100);
 /// How often the slot map is read when nothing asks for it (±20 %).
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// A node that has left a call unanswered this long may be hung (a stopped process, a lost
+/// network path: no error comes): the slot map is read again, as often as `REFRESH_GAP`
+/// allows, until the cluster has failed it over or it answers.
+const SUSPECT_AFTER: Duration = Duration::from_millis(500);
 
 /// A cluster's masters: the slot map, and how to reach a node and read the map again.
 pub struct Cluster {
@@ -230,7 +234,24 @@ pub async fn serve(
         }
         let give_up_at = give_up_at(&mut links, cluster.is_some(), &waiting);
         let connecting = links.iter().any(Link::connecting);
+        if let Some(cluster) = cluster.as_mut() {
+            if links.iter_mut().any(|link| {
+                link.connection()
+                    .is_some_and(|live| live.unanswered_for(SUSPECT_AFTER))
+            }) {
+                cluster.want_refresh();
+            }
+        }
         let refresh_at = cluster.as_ref().and_then(|c| c.refresh_at);
+        // While a node is suspect, look again when the next read may start.
+        let suspect_check_at = cluster
+            .as_ref()
+            .filter(|_| {
+                links
+                    .iter_mut()
+                    .any(|link| !link.connection().is_none_or(|live| live.is_idle()))
+            })
+            .map(|_| Instant::now() + SUSPECT_AFTER);
         let refreshing = cluster.as_ref().is_some_and(|c| c.refresh.is_some());
         tokio::select! {
             biased;
@@ -277,6 +298,7 @@ pub async fn serve(
                     cluster.start_refresh();
                 }
             }
+            _ = sleep_until(suspect_check_at.unwrap_or_else(Instant::now)), if suspect_check_at.is_some() => {}
             // Under Sentinel: nothing more goes to the old master once the switch is known.
             switch = next_switch(&mut switches) => {
                 let link = &mut links[0];
