@@ -306,7 +306,12 @@ describe('a master lost under load', () => {
   it('SIGSTOP (no FIN): calls issued once the cluster has failed it over succeed', async (t) => {
     await cluster.waitHealthy({ timeoutMs: 20000 })
     const store = openAll()
-    const [victim] = await cluster.masters()
+    // A master with a replica to take over (the one promoted in the test above has none).
+    let victim
+    for (const master of await cluster.masters()) {
+      if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
+    }
+    assert.ok(victim, 'a master with a replica')
     const keys = await keysOn(victim, 3)
     const results = []
     let stoppedAt
