@@ -12,6 +12,7 @@ const { performance } = require('node:perf_hooks')
 const { startCluster, keySlot } = require('./helpers/cluster.js')
 const { waitUntil } = require('./helpers/wait.js')
 const { hasCode } = require('./helpers/expect.js')
+const Redis = require('ioredis')
 const { createRedisStoreAdapter } = require('../index.js')
 
 const run = promisify(execFile)
@@ -150,6 +151,22 @@ describe('a cluster at rest', () => {
       assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i))
     } finally {
       await Promise.all([subscriber.close(), publisher.close()])
+    }
+  })
+
+  it('takes an ioredis Cluster instance: its startup nodes, keyPrefix and redisOptions; client is that instance', async () => {
+    const [first, second] = cluster.nodes
+    const ioredis = new Redis.Cluster([{ host: '127.0.0.1', port: first.port }, `127.0.0.1:${second.port}`], { lazyConnect: true, keyPrefix: 'io:' })
+    const store = createRedisStoreAdapter(ioredis)
+    try {
+      assert.equal(store.client, ioredis)
+      await store.set('from-ioredis', { ok: true })
+      assert.deepEqual(await store.get('from-ioredis'), { ok: true })
+      const owner = await cluster.slotOwner(keySlot('io:from-ioredis'))
+      assert.equal(await owner.cli('GET', 'io:from-ioredis'), '{"ok":true}')
+    } finally {
+      await store.close()
+      ioredis.disconnect()
     }
   })
 

@@ -59,9 +59,9 @@ describe('Redis inputs', () => {
     invalid({ cluster: { nodes: [] } }, /non-empty list/)
   })
 
-  it('refuses an ioredis Cluster instance, saying what it is', () => {
-    const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true })
-    invalid(cluster, /an ioredis Cluster instance is not supported in this release yet/)
+  it('refuses an ioredis Cluster instance with a natMap rather than connect elsewhere', () => {
+    const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true, natMap: { '10.0.0.1:6379': { host: '127.0.0.1', port: 6379 } } })
+    invalid(cluster, /natMap/)
     cluster.disconnect()
   })
 

@@ -235,6 +235,25 @@ function fromIoredis(client) {
   return { options: settings, target, client }
 }
 
+// Settings read off an ioredis Cluster instance: its startup nodes (`{ host, port }`,
+// "host:port" or a port), its keyPrefix and its redisOptions, which apply to every node.
+function fromIoredisCluster(client) {
+  const o = client.options ?? {}
+  const r = o.redisOptions ?? {}
+  if (o.natMap) throw invalidArgument('an ioredis Cluster with a natMap: address translation is not supported in this release yet')
+  const nodes = client.startupNodes.map((node) => (typeof node === 'number' ? { host: '127.0.0.1', port: node } : node))
+  const settings = {
+    cluster: { nodes },
+    username: r.username || undefined,
+    password: r.password || undefined,
+    tls: r.tls ? (r.tls === true ? true : { ca: r.tls.ca, cert: r.tls.cert, key: r.tls.key, servername: r.tls.servername, rejectUnauthorized: r.tls.rejectUnauthorized }) : undefined,
+    keyPrefix: o.keyPrefix || r.keyPrefix || undefined,
+    connectTimeout: r.connectTimeout || undefined,
+    commandTimeout: r.commandTimeout || undefined,
+  }
+  return { options: settings, target: { host: '127.0.0.1', port: DEFAULT_PORT, db: 0 }, client }
+}
+
 function redisOptions(input) {
   let options
   let target
@@ -249,7 +268,7 @@ function redisOptions(input) {
     options = {}
     target = parseUrl(input)
   } else if (isIoredisCluster(input)) {
-    throw invalidArgument('an ioredis Cluster instance is not supported in this release yet; give { cluster: { nodes } } instead')
+    ;({ options, target, client } = fromIoredisCluster(input))
   } else if (isIoredis(input)) {
     ;({ options, target, client } = fromIoredis(input))
   } else if (isPlainObject(input)) {
