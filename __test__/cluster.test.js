@@ -170,11 +170,29 @@ describe('a cluster at rest', () => {
     }
   })
 
-  it('refuses calls of several keys and blocking reads before any I/O, for now', async () => {
+  it('mset splits its entries by slot, in entry order within each, with and without TTLs', async () => {
+    const store = open(cluster, { keyPrefix: 'ms:' })
+    try {
+      const entries = Array.from({ length: 100 }, (_, i) => ({ key: `k${i % 60}`, value: i, ...(i % 3 === 0 ? { ttl: 60 } : {}) }))
+      await store.mset(entries)
+      // The last entry for each key wins, as with one MSET.
+      for (let k = 0; k < 60; k++) {
+        const last = entries.filter((e) => e.key === `k${k}`).at(-1)
+        assert.equal(await store.get(`k${k}`), last.value, `k${k}`)
+        const owner = await cluster.slotOwner(keySlot(`ms:k${k}`))
+        const ttl = Number(await owner.cli('PTTL', `ms:k${k}`))
+        if (last.ttl) assert.ok(ttl > 0 && ttl <= 60000, `k${k} has its TTL (${ttl})`)
+        else assert.equal(ttl, -1, `k${k} has no TTL`)
+      }
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('refuses mget, scan and blocking reads before any I/O, for now', async () => {
     const store = open(cluster)
     try {
       await assert.rejects(store.mget(['a', 'b']), hasCode('ERR_STORE_INVALID_ARGUMENT'))
-      await assert.rejects(store.mset([{ key: 'a', value: 1 }]), hasCode('ERR_STORE_INVALID_ARGUMENT'))
       await assert.rejects(store.scan('0'), hasCode('ERR_STORE_INVALID_ARGUMENT'))
       await assert.rejects(store.xreadgroup('s', 'g', 'c', { blockMs: 10 }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
     } finally {

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::cluster;
 use super::connect::Connector;
 use super::connection::{Mode, Sink};
 use super::link::Link;
@@ -130,12 +131,11 @@ impl RedisBackend {
         if self.cluster
             && matches!(
                 op,
-                Op::GetMany | Op::SetMany | Op::Scan { .. } | Op::GroupRead { block: Some(_), .. }
+                Op::GetMany | Op::Scan { .. } | Op::GroupRead { block: Some(_), .. }
             )
         {
             let call = match op {
                 Op::GetMany => "mget",
-                Op::SetMany => "mset",
                 Op::Scan { .. } => "scan",
                 _ => "a blocking xreadgroup",
             };
@@ -169,20 +169,28 @@ impl RedisBackend {
             }
         };
         if op == Op::SetMany
-            && args
-                .chunks(3)
-                .any(|entry| entry.get(2).is_some_and(|ttl| !ttl.is_empty()))
+            && (self.cluster
+                || args
+                    .chunks(3)
+                    .any(|entry| entry.get(2).is_some_and(|ttl| !ttl.is_empty())))
         {
             // MSET sets no TTL: entries with one go as SETs of their own, pipelined in entry
             // order with MSETs of the runs between them, so a key given twice ends as the last
-            // entry says, as it would with one MSET.
-            let parts = split_set_many(args);
+            // entry says, as it would with one MSET. In a cluster, an MSET takes keys of one
+            // slot only: the entries are grouped by slot first, in entry order within each.
+            let groups = if self.cluster {
+                group_by_slot(args)
+            } else {
+                vec![args]
+            };
+            let parts: Vec<Part> = groups.into_iter().flat_map(split_set_many).collect();
             let joint = Joint::new(id, parts.len());
             for part in parts {
                 let sent = match part {
+                    // Routed by its first key: all of them share its slot in a cluster.
                     Part::Run(entries) => request(
                         Op::SetMany,
-                        String::new(),
+                        entries.first().cloned().unwrap_or_default(),
                         String::new(),
                         entries,
                         Some(joint.clone()),
@@ -213,6 +221,25 @@ enum Part {
         value: String,
         ttl: Duration,
     },
+}
+
+/// `SetMany`'s `[key, value, ttlMs]` triples grouped by the slot of their key, in entry order
+/// within each group.
+fn group_by_slot(args: Vec<String>) -> Vec<Vec<String>> {
+    let mut groups: Vec<(u16, Vec<String>)> = Vec::new();
+    let mut args = args.into_iter();
+    while let (Some(key), Some(value), Some(ttl)) = (args.next(), args.next(), args.next()) {
+        let slot = cluster::slot(key.as_bytes());
+        let group = match groups.iter().position(|(s, _)| *s == slot) {
+            Some(i) => i,
+            None => {
+                groups.push((slot, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        groups[group].1.extend([key, value, ttl]);
+    }
+    groups.into_iter().map(|(_, entries)| entries).collect()
 }
 
 /// `SetMany`'s `[key, value, ttlMs]` triples as runs of entries without a TTL and single
