@@ -141,7 +141,8 @@ pub enum Outcome {
     Mismatch,
 }
 
-pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
+pub fn outcome(request: &Request, frame: Frame, bytes: &[u8]) -> Outcome {
+    let op = &request.op;
     let reply = match (op, frame) {
         (Op::GroupCreate, Frame::Error(message))
             if bytes[message.clone()].starts_with(b"BUSYGROUP") =>
@@ -179,6 +180,22 @@ pub fn outcome(op: &Op, frame: Frame, bytes: &[u8]) -> Outcome {
         (Op::SetIfAbsent { .. }, Frame::Status(_)) => Reply::Bool(true),
         (Op::SetIfAbsent { .. }, Frame::Nil) => Reply::Bool(false),
         (Op::Delete | Op::Expire { .. } | Op::Publish | Op::Ack, Frame::Integer(_)) => Reply::Null,
+        // A part of an `mget` split by slot: each value's JSON, which the joint puts in place.
+        (Op::GetMany, Frame::Array(values)) if request.joint.is_some() => {
+            let mut list = Vec::with_capacity(values.len());
+            for value in values {
+                let mut json = String::new();
+                match value {
+                    Frame::Bulk(value) => {
+                        json::push_value(&mut json, Some(&resp::text(bytes, &value)))
+                    }
+                    Frame::Nil => json::push_value(&mut json, None),
+                    _ => return Outcome::Mismatch,
+                }
+                list.push(Reply::Text(json));
+            }
+            Reply::List(list)
+        }
         // One JSON text of the values (see `json`).
         (Op::GetMany, Frame::Array(values)) => {
             let mut out = String::with_capacity(2 + values.iter().map(frame_len).sum::<usize>());

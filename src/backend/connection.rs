@@ -590,7 +590,7 @@ fn take(
             let Some(Pending::Call { request, .. }) = in_flight.queue.pop_front() else {
                 return Ok(());
             };
-            match command::outcome(&request.op, frame, bytes) {
+            match command::outcome(&request, frame, bytes) {
                 Outcome::Settled(reply) => {
                     events.extend(request.settled(reply));
                     Ok(())

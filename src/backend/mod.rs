@@ -216,6 +216,8 @@ pub struct Request {
     pub redirects: u8,
     /// ASK: sent once to this node, after `ASKING`.
     pub ask: Option<(String, u16)>,
+    /// Which part of its `joint` this is.
+    pub part: usize,
 }
 
 impl Request {
@@ -245,7 +247,7 @@ impl Request {
     pub fn settled(self, reply: Reply) -> Option<Event> {
         match self.joint {
             None => Some(Event::Completion { id: self.id, reply }),
-            Some(joint) => joint.part_settled(reply),
+            Some(joint) => joint.part_settled(reply, self.part),
         }
     }
 }
@@ -254,27 +256,72 @@ impl Request {
 /// succeeds when every part did, and otherwise fails with the first failure.
 pub struct Joint {
     id: u32,
-    state: Mutex<(usize, Option<StoreError>)>,
+    /// For a call of several keys split by slot (`mget` in a cluster): where each part's
+    /// values go in the whole reply.
+    positions: Vec<Vec<usize>>,
+    state: Mutex<JointState>,
+}
+
+struct JointState {
+    left: usize,
+    failure: Option<StoreError>,
+    /// Each value's JSON, in key order, as the parts bring them.
+    values: Vec<String>,
 }
 
 impl Joint {
     pub fn new(id: u32, parts: usize) -> Arc<Joint> {
+        Joint::gathering(id, vec![Vec::new(); parts])
+    }
+
+    /// A call whose part `i` answers with the values of the keys at `positions[i]`.
+    pub fn gathering(id: u32, positions: Vec<Vec<usize>>) -> Arc<Joint> {
+        let keys = positions.iter().map(Vec::len).sum();
         Arc::new(Joint {
             id,
-            state: Mutex::new((parts, None)),
+            state: Mutex::new(JointState {
+                left: positions.len(),
+                failure: None,
+                values: vec![String::new(); keys],
+            }),
+            positions,
         })
     }
 
-    fn part_settled(&self, reply: Reply) -> Option<Event> {
+    fn part_settled(&self, reply: Reply, part: usize) -> Option<Event> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (left, failure) = &mut *state;
-        *left -= 1;
-        if let Reply::Error(err) = reply {
-            failure.get_or_insert(err);
+        state.left -= 1;
+        match reply {
+            Reply::Error(err) => {
+                state.failure.get_or_insert(err);
+            }
+            Reply::List(values) => {
+                let positions = self.positions.get(part).map_or(&[][..], Vec::as_slice);
+                for (value, &at) in values.into_iter().zip(positions) {
+                    if let (Reply::Text(json), Some(slot)) = (value, state.values.get_mut(at)) {
+                        *slot = json;
+                    }
+                }
+            }
+            _ => {}
         }
-        (*left == 0).then(|| Event::Completion {
-            id: self.id,
-            reply: failure.take().map_or(Reply::Null, Reply::Error),
-        })
+        if state.left > 0 {
+            return None;
+        }
+        let reply = match state.failure.take() {
+            Some(err) => Reply::Error(err),
+            None if self.positions.iter().all(Vec::is_empty) => Reply::Null,
+            // One JSON text of every value, in key order (see `json`).
+            None => {
+                let values = std::mem::take(&mut state.values);
+                let mut out =
+                    String::with_capacity(2 + values.iter().map(|v| v.len() + 1).sum::<usize>());
+                out.push('[');
+                out.push_str(&values.join(","));
+                out.push(']');
+                Reply::Text(out)
+            }
+        };
+        Some(Event::Completion { id: self.id, reply })
     }
 }

@@ -128,14 +128,8 @@ impl RedisBackend {
             Op::GroupRead { block: Some(_), .. } => &self.blocking_reads,
             _ => &self.commands,
         };
-        if self.cluster
-            && matches!(
-                op,
-                Op::GetMany | Op::Scan { .. } | Op::GroupRead { block: Some(_), .. }
-            )
-        {
+        if self.cluster && matches!(op, Op::Scan { .. } | Op::GroupRead { block: Some(_), .. }) {
             let call = match op {
-                Op::GetMany => "mget",
                 Op::Scan { .. } => "scan",
                 _ => "a blocking xreadgroup",
             };
@@ -166,8 +160,34 @@ impl RedisBackend {
                 refused: None,
                 redirects: 0,
                 ask: None,
+                part: 0,
             }
         };
+        if op == Op::GetMany && self.cluster {
+            // MGET takes keys of one slot only: one per slot, its values put back in key order.
+            let mut slots: Vec<(u16, Vec<String>, Vec<usize>)> = Vec::new();
+            for (position, key) in args.into_iter().enumerate() {
+                let slot = cluster::slot(key.as_bytes());
+                let part = match slots.iter().position(|(s, _, _)| *s == slot) {
+                    Some(i) => i,
+                    None => {
+                        slots.push((slot, Vec::new(), Vec::new()));
+                        slots.len() - 1
+                    }
+                };
+                slots[part].1.push(key);
+                slots[part].2.push(position);
+            }
+            let joint = Joint::gathering(id, slots.iter().map(|(_, _, at)| at.clone()).collect());
+            for (part, (_, keys, _)) in slots.into_iter().enumerate() {
+                let first = keys.first().cloned().unwrap_or_default();
+                let mut sent =
+                    request(Op::GetMany, first, String::new(), keys, Some(joint.clone()));
+                sent.part = part;
+                queue.send(sent).map_err(|_| StoreError::closed())?;
+            }
+            return Ok(());
+        }
         if op == Op::SetMany
             && (self.cluster
                 || args
