@@ -1,7 +1,7 @@
 'use strict'
 
 // One benchmark measurement in a fresh process, forked by bench/run.js:
-//   argv[2] = JSON { client, case, url, seconds, warmup }
+//   argv[2] = JSON { client, case, url, seeds?, seconds, warmup } (seeds: a cluster's nodes)
 // Sends one result object over IPC, then lets the process exit on its own.
 
 const { readFileSync } = require('node:fs')
@@ -110,7 +110,8 @@ function plainClient(redis) {
 
 function ioredis(url) {
   const Redis = require('ioredis')
-  const redis = new Redis(url)
+  // Redis Cluster (BENCH_TOPOLOGY=cluster): ioredis's Cluster client over the same nodes.
+  const redis = config.seeds ? new Redis.Cluster(config.seeds) : new Redis(url)
   let subscriber = null
   return {
     set: (key, text, px) => (px ? redis.set(key, text, 'PX', px) : redis.set(key, text)),
@@ -168,7 +169,7 @@ async function valkeyGlide(url) {
 
 async function makeClient(name, url) {
   switch (name) {
-    case 'kindling': return adapterClient(() => createRedisStoreAdapter({ url, keyPrefix: prefix }))
+    case 'kindling': return adapterClient(() => createRedisStoreAdapter(config.seeds ? { cluster: { nodes: config.seeds }, keyPrefix: prefix } : { url, keyPrefix: prefix }))
     // Named, so that a second adapter would share the store.
     case 'kindling-memory': return adapterClient(() => createMemoryStoreAdapter({ name: prefix, keyPrefix: prefix }))
     case 'igniter-adapter-redis': return adapterClient(() => igniterAdapter(url))

@@ -11,6 +11,8 @@
 //   env BENCH_RUNS (3)               runs per client and case, in alternating order
 //   env BENCH_CASES (all)            comma-separated case ids, e.g. setget-1,pubsub-256
 //   env BENCH_CLIENTS (all)          comma-separated client ids, e.g. kindling,valkey-glide
+//   env BENCH_TOPOLOGY (standalone)  cluster: three masters with a replica each, Kindling
+//                                    against ioredis's Redis.Cluster (set+get, increment, Pub/Sub)
 //   env BENCH_PLACEMENT (none)       same: redis-server and each client process pinned to CPU 1;
 //                                    cross: redis-server on CPU 1, each client on CPU 0
 
@@ -19,6 +21,7 @@ const { once } = require('node:events')
 const fs = require('node:fs')
 const path = require('node:path')
 const { startRedis } = require('../__test__/helpers/redis-server.js')
+const { startCluster } = require('../__test__/helpers/cluster.js')
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
@@ -50,11 +53,15 @@ const CASES = [
   { id: 'xrange-64', title: 'xrange of 10 entries, 64 in flight', unit: 'calls/s', clients: STORE_CLIENTS },
   { id: 'setget-64-blocked', title: 'set+get, 64 in flight, 16 blocking reads waiting', unit: 'ops/s', clients: STORE_CLIENTS },
 ]
+// BENCH_TOPOLOGY=cluster: a cluster of three masters with a replica each, on this machine,
+// Kindling against ioredis's Redis.Cluster, in the cases a cluster changes.
+const CLUSTER = process.env.BENCH_TOPOLOGY === 'cluster'
+const CLUSTER_CASES = ['setget-64', 'setget-1024', 'incr-64', 'pubsub-256']
 const list = (name) => (process.env[name] ? process.env[name].split(',') : null)
 const ONLY = list('BENCH_CASES')
 const ONLY_CLIENTS = list('BENCH_CLIENTS')
-const SELECTED = CASES.filter((c) => !ONLY || ONLY.includes(c.id))
-  .map((c) => ({ ...c, clients: c.clients.filter((client) => !ONLY_CLIENTS || ONLY_CLIENTS.includes(client)) }))
+const SELECTED = CASES.filter((c) => (!ONLY || ONLY.includes(c.id)) && (!CLUSTER || CLUSTER_CASES.includes(c.id)))
+  .map((c) => ({ ...c, clients: c.clients.filter((client) => (!ONLY_CLIENTS || ONLY_CLIENTS.includes(client)) && (!CLUSTER || ['kindling', 'ioredis'].includes(client))) }))
   .filter((c) => c.clients.length > 0)
 const LABELS = { 'kindling-memory': 'kindling-memory (in-process)' }
 const label = (client) => LABELS[client] ?? client
@@ -338,7 +345,8 @@ async function main() {
   if (SELECTED.length === 0) throw new Error(`BENCH_CASES and BENCH_CLIENTS match none of ${CASES.map((c) => c.id).join(', ')} / ${ALL_CLIENTS.join(', ')}`)
   installCompetitors()
   if (PLACEMENT && !CLIENT_CPU) throw new Error('BENCH_PLACEMENT is same or cross')
-  const redis = await startRedis()
+  if (CLUSTER && (PLACEMENT || WRITE)) throw new Error('BENCH_TOPOLOGY=cluster takes neither BENCH_PLACEMENT nor --write')
+  const redis = CLUSTER ? await startCluster() : await startRedis()
   if (PLACEMENT) execFileSync('taskset', ['-a', '-p', '-c', SERVER_CPU, String(redis.process.pid)], { stdio: 'ignore' })
   const results = new Map()
   try {
@@ -348,7 +356,7 @@ async function main() {
         for (const client of order) {
           const key = `${c.id}/${client}`
           process.stderr.write(`${key} run ${run + 1}/${RUNS}: `)
-          const result = await runChild({ client, case: c.id, url: redis.url, seconds: SECONDS, warmup: WARMUP })
+          const result = await runChild({ client, case: c.id, url: redis.url, seeds: redis.seeds, seconds: SECONDS, warmup: WARMUP })
           process.stderr.write(result.error ? `FAILED: ${result.error.split('\n')[0]}\n` : `${int(result.opsPerSec)} ${c.unit}\n`)
           if (!results.has(key)) results.set(key, [])
           results.get(key).push(result)
