@@ -397,4 +397,38 @@ describe('a master lost under load', () => {
     assert.deepEqual(results.filter((r) => !r.ok && r.issued > recovered).map((r) => `${Math.round(r.issued)} ms: ${r.code}`), [], 'calls issued after the recovery that failed')
     for (const r of results.filter((r) => !r.ok)) assert.ok(['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(r.code), r.code)
   })
+
+  it('keeps reading the slot map after a read failed while idle, and finds a hung master\'s replica with short timeouts', async (t) => {
+    await cluster.waitHealthy({ timeoutMs: 20000 })
+    const store = open(cluster, { keyPrefix: '', cluster: { nodes: cluster.seeds }, commandTimeout: 400, connectTimeout: 400 })
+    const live = () => cluster.nodes.filter((node) => node.process && node.process.exitCode === null && node.process.signalCode === null)
+    const stopped = []
+    try {
+      await store.set('idle', 1)
+      // Every node unreachable for longer than a read's connectTimeout, the adapter idle.
+      for (const node of live()) process.kill(node.process.pid, 'SIGSTOP')
+      await new Promise((resolve) => setTimeout(resolve, 1500))
+      for (const node of live()) process.kill(node.process.pid, 'SIGCONT')
+      await cluster.waitHealthy({ timeoutMs: 20000 })
+      let victim
+      for (const master of await cluster.masters()) {
+        if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
+      }
+      const [key] = await keysOn(victim, 1)
+      await store.set(key, 'before')
+      const began = performance.now()
+      process.kill(victim.process.pid, 'SIGSTOP')
+      stopped.push(victim)
+      let recovered = null
+      while (recovered === null && performance.now() - began < 15000) {
+        await store.set(key, 'after').then(() => (recovered = performance.now() - began), () => {})
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      t.diagnostic(`calls on the hung master's slots succeeded again ${Math.round(recovered)} ms after the stop`)
+      assert.ok(recovered !== null, 'calls on the hung master\'s slots never succeeded again')
+    } finally {
+      for (const node of stopped) process.kill(node.process.pid, 'SIGCONT')
+      await store.close()
+    }
+  })
 })

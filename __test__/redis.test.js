@@ -57,6 +57,9 @@ describe('Redis inputs', () => {
     invalid({ cluster: { nodes }, db: 1 }, /database 0/)
     invalid({ cluster: { nodes }, url: 'redis://127.0.0.1:7000' }, /cannot be combined/)
     invalid({ cluster: { nodes: [] } }, /non-empty list/)
+    invalid({ cluster: { nodes: ['rediss://127.0.0.1:7000', 'redis://127.0.0.1:7001'] } }, /mixes/)
+    invalid({ cluster: { nodes: ['rediss://127.0.0.1:7000'] }, tls: false }, /contradict/)
+    invalid({ cluster: { nodes: [{ host: '127.0.0.1', port: 7000, password: 'x' }] } }, /unknown cluster\.nodes entry option "password"/)
   })
 
   it('refuses an ioredis Cluster instance with a natMap rather than connect elsewhere', () => {

@@ -146,7 +146,7 @@ function nodeAddress(entry, i, list, defaultPort) {
   const where = `entry ${i + 1} of "${list}"`
   if (isPlainObject(entry)) {
     // ioredis's form, as its sentinels list holds it (it may carry a family too).
-    checkKnown(entry, new Set(['host', 'port', 'family']), 'sentinel address')
+    checkKnown(entry, new Set(['host', 'port', 'family']), `${list} entry`)
     if (entry.host !== undefined && (typeof entry.host !== 'string' || entry.host === '')) throw invalidArgument(`${where}: "host" must be a non-empty string`)
     return { host: entry.host ?? 'localhost', port: entry.port === undefined ? defaultPort : integerIn(entry.port, `port of ${where}`, 1, 65535) }
   }
@@ -185,7 +185,9 @@ function clusterOption(cluster) {
       ? 'option "cluster.pubsub": sharded Pub/Sub is not supported in this release yet; "classic" is'
       : 'option "cluster.pubsub" must be "classic" or "sharded"')
   }
-  const tls = cluster.nodes.some((node) => typeof node === 'string' && /^rediss:\/\//i.test(node))
+  const schemes = new Set(cluster.nodes.filter((node) => typeof node === 'string' && node.includes('://')).map((node) => node.slice(0, node.indexOf('://')).toLowerCase()))
+  if (schemes.has('redis') && schemes.has('rediss')) throw invalidArgument('option "cluster.nodes" mixes redis:// and rediss://: TLS is on for every node or none')
+  const tls = schemes.has('rediss')
   const nodes = cluster.nodes.map((node, i) => nodeAddress(typeof node === 'string' ? node.replace(/^rediss:/i, 'redis:') : node, i, 'cluster.nodes', DEFAULT_PORT))
   return { nodes, tls }
 }
@@ -332,6 +334,7 @@ function redisOptions(input) {
       ? DEFAULT_BLOCKING_CONNECTIONS
       : integerIn(options.maxBlockingConnections, 'maxBlockingConnections', 1, 1024),
   }
+  if (cluster?.tls && options.tls === false) throw invalidArgument('"rediss://" cluster nodes and "tls: false" contradict each other')
   if (cluster?.tls && !native.tls) native.tls = {}
   const scheme = native.path ? 'unix' : native.tls ? 'rediss' : 'redis'
   const where = cluster

@@ -475,6 +475,11 @@ impl Endpoint {
         &self.describe
     }
 
+    /// The host (or socket path) connected to.
+    pub fn host(&self) -> Option<&str> {
+        self.address.as_deref()
+    }
+
     /// Under Sentinel, the master this connection was made to, when it is not `master`.
     pub fn is_not(&self, master: &str) -> bool {
         self.master.as_deref() != Some(master)

@@ -453,6 +453,9 @@ async fn read(
     let mut armed_for = None;
     // Under Sentinel, a READONLY reply means the master has moved: the call did not run.
     let follows_failover = endpoint.master.is_some();
+    // A cluster node that does not know its own address redirects to ":port": its host is the
+    // one this connection reached.
+    let host = endpoint.host().unwrap_or_default().to_owned();
     let failure = loop {
         let oldest = {
             let in_flight = lock(&shared.in_flight);
@@ -516,6 +519,11 @@ async fn read(
             outbox.push_all(events.drain(..));
         }
         if !refused.is_empty() {
+            for (_, err) in refused.iter_mut() {
+                if let Some(redirect) = err.redirect.as_mut().filter(|r| r.host.is_empty()) {
+                    redirect.host.clone_from(&host);
+                }
+            }
             hand_back(&shared.sink, refused.drain(..));
         }
         let (used, needed) = match parsed {

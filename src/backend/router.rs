@@ -171,10 +171,17 @@ impl Cluster {
             },
             (None, None) => StoreError::new(
                 ErrorCode::Connection,
-                format!(
-                    "no connection within connectTimeout ({} ms): the slot map was not read yet",
-                    self.timeouts.connect.as_millis()
-                ),
+                match (&self.map, expired.first()) {
+                    (Some(_), Some(request)) => format!(
+                        "no master serves slot {} (the cluster is down there, or resharding) within connectTimeout ({} ms)",
+                        cluster::slot(request.key.as_bytes()),
+                        self.timeouts.connect.as_millis()
+                    ),
+                    _ => format!(
+                        "no connection within connectTimeout ({} ms): the slot map was not read yet",
+                        self.timeouts.connect.as_millis()
+                    ),
+                },
             ),
         }
     }
@@ -182,15 +189,8 @@ impl Cluster {
     /// MOVED: the slot is served there from now on (and the whole map is read again); ASK:
     /// this call goes there once.
     fn redirected(&mut self, request: &mut Request, redirect: &Redirect) {
-        let host = match redirect.host.as_str() {
-            // The node does not know its own address: the one it was reached at.
-            "" => self
-                .seeds
-                .first()
-                .map_or("127.0.0.1", |seed| seed.0.as_str()),
-            host => host,
-        }
-        .to_owned();
+        // An empty host was filled in with the answering node's by the connection.
+        let host = redirect.host.clone();
         if redirect.ask {
             request.ask = Some((host, redirect.port));
         } else {
@@ -235,9 +235,10 @@ pub async fn serve(
         let give_up_at = give_up_at(&mut links, cluster.is_some(), &waiting);
         let connecting = links.iter().any(Link::connecting);
         if let Some(cluster) = cluster.as_mut() {
+            let suspect_after = SUSPECT_AFTER.min(timeouts.command / 2);
             if links.iter_mut().any(|link| {
                 link.connection()
-                    .is_some_and(|live| live.unanswered_for(SUSPECT_AFTER))
+                    .is_some_and(|live| live.unanswered_for(suspect_after))
             }) {
                 cluster.want_refresh();
             }
@@ -283,12 +284,12 @@ pub async fn serve(
                             cluster.ensure_links(&mut links);
                             cluster.schedule_periodic_refresh();
                         }
+                        // Read again, backing off while it keeps failing: the periodic
+                        // read never stops.
                         Err(err) => {
                             cluster.refresh_failures += 1;
                             cluster.last_error = Some(err);
-                            if !waiting.is_empty() || cluster.map.is_none() {
-                                cluster.want_refresh();
-                            }
+                            cluster.want_refresh();
                         }
                     }
                 }
@@ -322,6 +323,8 @@ pub async fn serve(
                         outbox.push_all(request.settled(Reply::Error(err)));
                     } else {
                         cluster.redirected(&mut request, redirect);
+                        // It may wait for the node named to be connected, as a new call would.
+                        request.wait_until = request.wait_until.max(Instant::now() + timeouts.connect);
                         waiting.push(request);
                     }
                 }
