@@ -209,10 +209,36 @@ describe('a cluster at rest', () => {
     }
   })
 
-  it('refuses scan and blocking reads before any I/O, for now', async () => {
+  it('scan walks every master, its cursor naming the node, and finds every key once per page set', async () => {
+    const store = open(cluster, { keyPrefix: 'sc:' })
+    try {
+      const keys = Array.from({ length: 300 }, (_, i) => `k${i}`)
+      await Promise.all(keys.map((key) => store.set(key, 1)))
+      await store.set('other', 1)
+      const found = new Set()
+      const cursors = []
+      let cursor = '0'
+      do {
+        const page = await store.scan('k*', { cursor, count: 10 })
+        for (const key of page.keys) found.add(key)
+        cursor = page.cursor
+        cursors.push(cursor)
+      } while (cursor !== '0' && cursors.length < 1000)
+      assert.deepEqual([...found].sort(), [...keys].sort())
+      // Every master was visited: its id shows in a cursor.
+      const ids = new Set(cursors.filter((c) => c !== '0').map((c) => c.split(':')[0]))
+      assert.equal(ids.size, 3)
+      for (const master of await cluster.masters()) assert.ok(ids.has((await master.cli('CLUSTER', 'MYID')).trim()), `master ${master.port} scanned`)
+      await assert.rejects(store.scan('k*', { cursor: 'nonsense' }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
+      await assert.rejects(store.scan('k*', { cursor: `${'f'.repeat(40)}:0` }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('refuses blocking reads before any I/O, for now', async () => {
     const store = open(cluster)
     try {
-      await assert.rejects(store.scan('0'), hasCode('ERR_STORE_INVALID_ARGUMENT'))
       await assert.rejects(store.xreadgroup('s', 'g', 'c', { blockMs: 10 }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
     } finally {
       await store.close()

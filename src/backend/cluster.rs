@@ -48,6 +48,8 @@ pub struct SlotMap {
     pub nodes: Vec<(String, u16)>,
     /// For each slot, the index in `nodes` of its master, if any serves it.
     owners: Box<[Option<u16>]>,
+    /// Each node's id, where `CLUSTER SLOTS` gave it (a scan's cursor names the node by it).
+    ids: Vec<Option<String>>,
 }
 
 impl SlotMap {
@@ -61,9 +63,21 @@ impl SlotMap {
             Some(i) => i,
             None => {
                 self.nodes.push((host.to_owned(), port));
+                self.ids.push(None);
                 self.nodes.len() - 1
             }
         }
+    }
+
+    /// The masters that serve slots now, in the order of their ids: the order a scan walks
+    /// them in.
+    pub fn scan_order(&self) -> Vec<(usize, &str)> {
+        let mut serving: Vec<(usize, &str)> = (0..self.nodes.len())
+            .filter(|node| self.owners.contains(&Some(*node as u16)))
+            .filter_map(|node| Some((node, self.ids.get(node)?.as_deref()?)))
+            .collect();
+        serving.sort_by(|a, b| a.1.cmp(b.1));
+        serving
     }
 
     /// A MOVED reply: this slot is now served by that node.
@@ -84,6 +98,11 @@ impl SlotMap {
         for (owner, fresh) in self.owners.iter_mut().zip(fresh.owners.iter()) {
             *owner = fresh.map(|node| indexes[usize::from(node)]);
         }
+        for (i, id) in fresh.ids.into_iter().enumerate() {
+            if let (Some(id), Some(&node)) = (id, indexes.get(i)) {
+                self.ids[usize::from(node)] = Some(id);
+            }
+        }
     }
 
     /// Reads `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`. A
@@ -92,6 +111,7 @@ impl SlotMap {
         let mut map = SlotMap {
             nodes: Vec::new(),
             owners: vec![None; SLOTS].into_boxed_slice(),
+            ids: Vec::new(),
         };
         for range in items {
             let Frame::Array(parts) = range else {
@@ -111,6 +131,9 @@ impl SlotMap {
             };
             let port = u16::try_from(*port).ok()?;
             let node = map.node_index(&host, port) as u16;
+            if let Some(Frame::Bulk(id)) = master.get(2) {
+                map.ids[usize::from(node)] = Some(resp::text(bytes, id));
+            }
             let (start, end) = (usize::try_from(*start).ok()?, usize::try_from(*end).ok()?);
             for owner in map.owners.get_mut(start..=end)? {
                 *owner = Some(node);

@@ -224,11 +224,17 @@ pub fn outcome(request: &Request, frame: Frame, bytes: &[u8]) -> Outcome {
                     ))),
                     _ => None,
                 });
+                // In a cluster: the cursor names the master, and past its last page, the
+                // next master's first (or the end, after the last master).
+                let cursor = resp::text(bytes, &cursor);
+                let cursor = match (request.scan_hop.as_deref(), cursor.as_str()) {
+                    (None, _) => cursor,
+                    (Some((_, Some(next))), "0") => format!("{next}:0"),
+                    (Some((_, None)), "0") => cursor,
+                    (Some((id, _)), _) => format!("{id}:{cursor}"),
+                };
                 match keys.collect() {
-                    Some(keys) => Reply::List(vec![
-                        Reply::Text(resp::text(bytes, &cursor)),
-                        Reply::List(keys),
-                    ]),
+                    Some(keys) => Reply::List(vec![Reply::Text(cursor), Reply::List(keys)]),
                     None => return Outcome::Mismatch,
                 }
             }

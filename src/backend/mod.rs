@@ -214,10 +214,13 @@ pub struct Request {
     pub refused: Option<StoreError>,
     /// Cluster redirections followed (MOVED, ASK), at most `MAX_REDIRECTS`.
     pub redirects: u8,
-    /// ASK: sent once to this node, after `ASKING`.
-    pub ask: Option<(String, u16)>,
+    /// ASK: sent once to this node, after `ASKING`. (Boxed, as `scan_hop`: cluster-only
+    /// fields stay off every call's size.)
+    pub ask: Option<Box<(String, u16)>>,
     /// Which part of its `joint` this is.
     pub part: usize,
+    /// A scan of one master of a cluster: its id, and the next master's, for the cursor.
+    pub scan_hop: Option<Box<(String, Option<String>)>>,
 }
 
 impl Request {

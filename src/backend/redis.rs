@@ -128,16 +128,20 @@ impl RedisBackend {
             Op::GroupRead { block: Some(_), .. } => &self.blocking_reads,
             _ => &self.commands,
         };
-        if self.cluster && matches!(op, Op::Scan { .. } | Op::GroupRead { block: Some(_), .. }) {
-            let call = match op {
-                Op::Scan { .. } => "scan",
-                _ => "a blocking xreadgroup",
-            };
-            return Err(StoreError::invalid_argument(format!(
-                "{call} is not supported under Redis Cluster in this release"
-            )));
+        if self.cluster && matches!(op, Op::GroupRead { block: Some(_), .. }) {
+            return Err(StoreError::invalid_argument(
+                "a blocking xreadgroup is not supported under Redis Cluster in this release",
+            ));
         }
-        if matches!(op, Op::Scan { .. }) && payload.parse::<u64>().is_err() {
+        // In a cluster a cursor names the master it is on: `<node id>:<cursor>`.
+        let cursor = match (op, self.cluster) {
+            (Op::Scan { .. }, true) if payload != "0" => payload
+                .split_once(':')
+                .filter(|(id, _)| !id.is_empty())
+                .map_or("", |(_, cursor)| cursor),
+            _ => payload,
+        };
+        if matches!(op, Op::Scan { .. }) && cursor.parse::<u64>().is_err() {
             return Err(StoreError::invalid_argument(format!(
                 "invalid scan cursor {payload:?}: pass '0' or the cursor a previous scan returned"
             )));
@@ -161,6 +165,7 @@ impl RedisBackend {
                 redirects: 0,
                 ask: None,
                 part: 0,
+                scan_hop: None,
             }
         };
         if op == Op::GetMany && self.cluster {

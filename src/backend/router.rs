@@ -21,7 +21,7 @@ use super::connect::Connector;
 use super::connection::{Mode, Sink};
 use super::link::{backoff, Link};
 use super::sentinel::next_switch;
-use super::Request;
+use super::{Op, Request};
 use crate::bridge::{Outbox, Reply};
 use crate::error::{ErrorCode, Redirect, StoreError};
 use crate::options::Timeouts;
@@ -127,15 +127,46 @@ impl Cluster {
         )));
     }
 
-    /// The node a call goes to, if the slot map says.
-    fn route(&mut self, request: &Request, links: &mut Vec<Link>) -> Option<usize> {
-        let map = self.map.as_mut()?;
-        let node = match &request.ask {
-            Some((host, port)) => map.node_index(host, *port),
-            None => map.owner(cluster::slot(request.key.as_bytes()))?,
+    /// The node a call goes to, if the slot map says (`Err`: a scan cursor naming a node
+    /// that serves no slots now).
+    fn route(
+        &mut self,
+        request: &mut Request,
+        links: &mut Vec<Link>,
+    ) -> Result<Option<usize>, StoreError> {
+        let Some(map) = self.map.as_mut() else {
+            return Ok(None);
+        };
+        let node = match (request.ask.as_deref(), request.op) {
+            (Some((host, port)), _) => map.node_index(host, *port),
+            (None, Op::Scan { .. }) => {
+                let order = map.scan_order();
+                let (at, cursor) = match request.payload.split_once(':') {
+                    Some((id, cursor)) => match order.iter().position(|(_, node_id)| *node_id == id) {
+                        Some(at) => (at, cursor.to_owned()),
+                        None => {
+                            return Err(StoreError::invalid_argument(
+                                "the scan cursor names a node that serves no slots now (the cluster changed): start again from '0'",
+                            ))
+                        }
+                    },
+                    None => (0, request.payload.clone()),
+                };
+                let Some(&(node, id)) = order.get(at) else {
+                    return Ok(None);
+                };
+                let next = order.get(at + 1).map(|(_, id)| id.to_string());
+                request.scan_hop = Some(Box::new((id.to_owned(), next)));
+                request.payload = cursor;
+                node
+            }
+            (None, _) => match map.owner(cluster::slot(request.key.as_bytes())) {
+                Some(node) => node,
+                None => return Ok(None),
+            },
         };
         self.ensure_links(links);
-        Some(node)
+        Ok(Some(node))
     }
 
     /// A link for every node of the slot map.
@@ -192,7 +223,7 @@ impl Cluster {
         // An empty host was filled in with the answering node's by the connection.
         let host = redirect.host.clone();
         if redirect.ask {
-            request.ask = Some((host, redirect.port));
+            request.ask = Some(Box::new((host, redirect.port)));
         } else {
             request.ask = None;
             if let Some(map) = self.map.as_mut() {
@@ -370,15 +401,16 @@ pub async fn serve(
             Some(cluster) => {
                 let mut parts: Vec<Vec<Request>> = Vec::new();
                 let mut unrouted = Vec::new();
-                for request in waiting.drain(..) {
-                    match cluster.route(&request, &mut links) {
-                        Some(node) => {
+                for mut request in waiting.drain(..) {
+                    match cluster.route(&mut request, &mut links) {
+                        Ok(Some(node)) => {
                             if parts.len() <= node {
                                 parts.resize_with(node + 1, Vec::new);
                             }
                             parts[node].push(request);
                         }
-                        None => unrouted.push(request),
+                        Ok(None) => unrouted.push(request),
+                        Err(err) => outbox.push_all(request.settled(Reply::Error(err))),
                     }
                 }
                 if !unrouted.is_empty() {
