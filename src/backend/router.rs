@@ -139,6 +139,18 @@ impl Cluster {
         };
         let node = match (request.ask.as_deref(), request.op) {
             (Some((host, port)), _) => map.node_index(host, *port),
+            // Routed before and sent back (its connection had closed): the node it was for.
+            (None, Op::Scan { .. }) if request.scan_hop.is_some() => {
+                let id = request.scan_hop.as_deref().map(|(id, _)| id.as_str());
+                match map.scan_order().iter().find(|(_, node_id)| Some(*node_id) == id) {
+                    Some(&(node, _)) => node,
+                    None => {
+                        return Err(StoreError::invalid_argument(
+                            "the scan cursor names a node that serves no slots now (the cluster changed): start again from '0'",
+                        ))
+                    }
+                }
+            }
             (None, Op::Scan { .. }) => {
                 let order = map.scan_order();
                 let (at, cursor) = match request.payload.split_once(':') {
