@@ -255,58 +255,48 @@ describe('a cluster that changes under load', () => {
     await cluster.stop()
   })
 
-  it('resharding 2,000 slots: no call fails, every get returns the last set, counters exact', async (t) => {
+  // 8 chains of set/get/increment through `change`: no call fails, every get returns the last
+  // set, every counter equals the increments acknowledged.
+  async function throughChange(what, change) {
     const store = open(cluster)
     const load = startLoad(store, 8)
     try {
       await waitUntil(() => load.rounds() > 200, { what: 'the load running' })
+      await change()
+      const rounds = load.rounds()
+      await waitUntil(() => load.rounds() > rounds + 200, { what: `rounds after ${what}` })
+    } finally {
+      await load.stop()
+    }
+    try {
+      for (const chain of load.state) {
+        assert.deepEqual(chain.failures, [], `failures of ${chain.key}`)
+        assert.deepEqual(chain.wrong, [], `wrong gets of ${chain.key}`)
+        assert.equal(await store.get(chain.counter), chain.acked, `${chain.counter}`)
+      }
+    } finally {
+      await store.close()
+    }
+  }
+
+  it('resharding 2,000 slots: no call fails, every get returns the last set, counters exact', (t) =>
+    throughChange('the resharding', async () => {
       const [from, to] = await cluster.masters()
       const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
       const began = performance.now()
       await run('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', await id(from), '--cluster-to', await id(to),
         '--cluster-slots', '2000', '--cluster-yes'], { maxBuffer: 64 * 1024 * 1024 })
-      t.diagnostic(`resharded in ${Math.round(performance.now() - began)} ms, ${load.rounds()} rounds so far`)
-      const rounds = load.rounds()
-      await waitUntil(() => load.rounds() > rounds + 200, { what: 'rounds after the resharding' })
-    } finally {
-      await load.stop()
-    }
-    try {
-      for (const chain of load.state) {
-        assert.deepEqual(chain.failures, [], `failures of ${chain.key}`)
-        assert.deepEqual(chain.wrong, [], `wrong gets of ${chain.key}`)
-        assert.equal(await store.get(chain.counter), chain.acked, `${chain.counter}`)
-      }
-    } finally {
-      await store.close()
-    }
-  })
+      t.diagnostic(`resharded in ${Math.round(performance.now() - began)} ms`)
+    }))
 
-  it('CLUSTER FAILOVER on a replica: no call fails', async (t) => {
-    const store = open(cluster)
-    const load = startLoad(store, 8)
-    try {
-      await waitUntil(() => load.rounds() > 200, { what: 'the load running' })
+  it('CLUSTER FAILOVER on a replica: no call fails', (t) =>
+    throughChange('the failover', async () => {
       const [replica] = await cluster.replicas()
       const began = performance.now()
       assert.equal(await replica.cli('CLUSTER', 'FAILOVER'), 'OK')
       await waitUntil(async () => (await cluster.masters()).includes(replica), { what: 'the replica promoted', timeoutMs: 15000 })
       t.diagnostic(`promoted in ${Math.round(performance.now() - began)} ms`)
-      const rounds = load.rounds()
-      await waitUntil(() => load.rounds() > rounds + 200, { what: 'rounds after the failover' })
-    } finally {
-      await load.stop()
-    }
-    try {
-      for (const chain of load.state) {
-        assert.deepEqual(chain.failures, [], `failures of ${chain.key}`)
-        assert.deepEqual(chain.wrong, [], `wrong gets of ${chain.key}`)
-        assert.equal(await store.get(chain.counter), chain.acked, `${chain.counter}`)
-      }
-    } finally {
-      await store.close()
-    }
-  })
+    }))
 })
 
 describe('a master lost under load', () => {
