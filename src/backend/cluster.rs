@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-use super::connect::{exchange, Connector, Exchange};
+use super::connect::{ask_by, Connector};
 use super::resp::{self, Frame};
 use crate::error::{ErrorCode, StoreError};
 
@@ -191,30 +191,28 @@ async fn ask(
     let mut command = Vec::new();
     resp::command(&mut command, &[b"CLUSTER", b"SLOTS"]);
     let mut map = None;
-    let failed =
-        |what: String| StoreError::new(ErrorCode::Connection, format!("{host}:{port}: {what}"));
-    let asked = exchange(&mut stream, &command, 1, |_, frame, bytes| {
-        match frame {
-            Frame::Error(text) => {
-                return Err(failed(format!(
-                    "CLUSTER SLOTS refused: {}",
-                    resp::text(bytes, &text)
-                )))
+    let server = format!("{host}:{port}");
+    let failed = |what: &str| StoreError::new(ErrorCode::Connection, format!("{server}: {what}"));
+    ask_by(
+        &mut stream,
+        &command,
+        1,
+        deadline,
+        &server,
+        |_, frame, bytes| {
+            match frame {
+                Frame::Error(text) => {
+                    let text = resp::text(bytes, &text);
+                    return Err(failed(&format!("CLUSTER SLOTS refused: {text}")));
+                }
+                Frame::Array(items) => map = SlotMap::from_reply(&items, bytes, (host, port)),
+                _ => {}
             }
-            Frame::Array(items) => map = SlotMap::from_reply(&items, bytes, (host, port)),
-            _ => {}
-        }
-        Ok(())
-    });
-    match timeout_at(deadline, asked).await {
-        Ok(Ok(())) => {}
-        Ok(Err(Exchange::Reply(err))) => return Err(err),
-        Ok(Err(Exchange::Io(err))) => {
-            return Err(failed(format!("the connection was lost: {err}")))
-        }
-        Err(_) => return Err(failed("no answer in time".into())),
-    }
-    map.ok_or_else(|| failed("CLUSTER SLOTS gave no slot map".into()))
+            Ok(())
+        },
+    )
+    .await?;
+    map.ok_or_else(|| failed("CLUSTER SLOTS gave no slot map"))
 }
 
 #[cfg(test)]

@@ -543,6 +543,26 @@ pub async fn exchange(
     Ok(())
 }
 
+/// `exchange` by `deadline`, for a question to a server that is not the adapter's own (a
+/// sentinel, a cluster node asked for its slot map): a lost connection or no answer in time
+/// becomes an `ERR_STORE_CONNECTION` naming `server`.
+pub async fn ask_by(
+    stream: &mut Box<dyn Stream>,
+    commands: &[u8],
+    replies: usize,
+    deadline: tokio::time::Instant,
+    server: &str,
+    take: impl FnMut(usize, Frame, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let failed = |what: String| StoreError::new(ErrorCode::Connection, format!("{server}: {what}"));
+    match timeout_at(deadline, exchange(stream, commands, replies, take)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(Exchange::Reply(err))) => Err(err),
+        Ok(Err(Exchange::Io(err))) => Err(failed(format!("the connection was lost: {err}"))),
+        Err(_) => Err(failed("no answer in time".into())),
+    }
+}
+
 /// The errno name Node would give this error, where the kind tells it.
 fn errno_name(err: &io::Error) -> Option<&'static str> {
     use io::ErrorKind::*;

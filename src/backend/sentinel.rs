@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout_at, Instant};
 
-use super::connect::{exchange, Connector, Exchange};
+use super::connect::{ask_by, Connector};
 use super::connection::lock;
 use super::resp::{self, Frame};
 use crate::error::{ErrorCode, StoreError};
@@ -236,57 +236,52 @@ impl Sentinels {
         let mut master = None;
         let mut sentinels = Vec::new();
         let mut down = Vec::new();
-        let refused = |what: String| StoreError::new(ErrorCode::Connection, what);
-        let asked = exchange(&mut stream, &commands, 3, |i, frame, bytes| {
-            let nodes = |items: &[Frame]| -> Vec<Node> {
-                let each = items.iter().filter_map(|item| match item {
-                    Frame::Array(fields) => Node::from(fields, bytes),
-                    _ => None,
-                });
-                each.collect()
-            };
-            match (i, frame) {
-                (_, Frame::Error(text)) => {
-                    let text = resp::text(bytes, &text);
-                    // Sentinels that want a password when none was given: a login refused.
-                    let code = if text.starts_with("NOAUTH") {
-                        ErrorCode::Auth
-                    } else {
-                        ErrorCode::Connection
-                    };
-                    return Err(StoreError::new(
-                        code,
-                        format!("sentinel {host}:{port}: refused: {text}"),
-                    ));
+        let server = format!("sentinel {host}:{port}");
+        ask_by(
+            &mut stream,
+            &commands,
+            3,
+            deadline,
+            &server,
+            |i, frame, bytes| {
+                let nodes = |items: &[Frame]| -> Vec<Node> {
+                    let each = items.iter().filter_map(|item| match item {
+                        Frame::Array(fields) => Node::from(fields, bytes),
+                        _ => None,
+                    });
+                    each.collect()
+                };
+                match (i, frame) {
+                    (_, Frame::Error(text)) => {
+                        let text = resp::text(bytes, &text);
+                        // Sentinels that want a password when none was given: a login refused.
+                        let code = if text.starts_with("NOAUTH") {
+                            ErrorCode::Auth
+                        } else {
+                            ErrorCode::Connection
+                        };
+                        return Err(StoreError::new(
+                            code,
+                            format!("sentinel {host}:{port}: refused: {text}"),
+                        ));
+                    }
+                    (0, Frame::Array(fields)) => master = Node::from(&fields, bytes),
+                    (1, Frame::Array(items)) => sentinels = nodes(&items),
+                    (_, Frame::Array(items)) => {
+                        let replicas = nodes(&items).into_iter().filter(|node| node.down);
+                        down = replicas.map(|node| node.address()).collect();
+                    }
+                    _ => {}
                 }
-                (0, Frame::Array(fields)) => master = Node::from(&fields, bytes),
-                (1, Frame::Array(items)) => sentinels = nodes(&items),
-                (_, Frame::Array(items)) => {
-                    let replicas = nodes(&items).into_iter().filter(|node| node.down);
-                    down = replicas.map(|node| node.address()).collect();
-                }
-                _ => {}
-            }
-            Ok(())
-        });
-        match timeout_at(deadline, asked).await {
-            Ok(Ok(())) => {}
-            Ok(Err(Exchange::Reply(err))) => return Err(err),
-            Ok(Err(Exchange::Io(err))) => {
-                return Err(refused(format!(
-                    "sentinel {host}:{port}: the connection was lost: {err}"
-                )))
-            }
-            Err(_) => {
-                return Err(refused(format!(
-                    "sentinel {host}:{port}: no answer in time"
-                )))
-            }
-        }
+                Ok(())
+            },
+        )
+        .await?;
         let Some(master) = master else {
-            return Err(refused(format!(
-                "sentinel {host}:{port}: SENTINEL MASTER gave no address"
-            )));
+            return Err(StoreError::new(
+                ErrorCode::Connection,
+                format!("{server}: SENTINEL MASTER gave no address"),
+            ));
         };
         Ok(Answer {
             host: master.host,
