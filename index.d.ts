@@ -195,8 +195,7 @@ export interface RedisStoreOptions {
   /**
    * Redis Cluster: any of its nodes, as `redis://host:port` (`rediss://` turns TLS on for all),
    * `host:port` or `{ host, port }`. Not with `url`, `host`, `port` or a `db` other than 0. In
-   * this release blocking reads are refused under Cluster, and so are
-   * `pubsub: 'sharded'` and `natMap`.
+   * this release `pubsub: 'sharded'` and `natMap` are refused.
    */
   cluster?: { nodes: Array<string | { host: string; port?: number }>; pubsub?: 'classic' }
   /**

@@ -236,10 +236,39 @@ describe('a cluster at rest', () => {
     }
   })
 
-  it('refuses blocking reads before any I/O, for now', async () => {
-    const store = open(cluster)
+  it('sends each blocking read to its stream\'s master, and follows a stream whose slot moved', async () => {
+    const prefix = 'blocking:'
+    const store = open(cluster, { keyPrefix: prefix })
+    const blocked = async (node) => Number(/blocked_clients:(\d+)/.exec(await node.cli('INFO', 'clients'))[1])
+    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
     try {
-      await assert.rejects(store.xreadgroup('s', 'g', 'c', { blockMs: 10 }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
+      // One stream on each master.
+      const streams = new Map()
+      for (let i = 0; streams.size < 3; i++) {
+        const owner = await cluster.slotOwner(keySlot(`${prefix}s${i}`))
+        if (![...streams.values()].includes(owner)) streams.set(`s${i}`, owner)
+      }
+      for (const stream of streams.keys()) await store.xgroupCreate(stream, 'g', '$')
+      const reads = [...streams.keys()].map((stream) => store.xreadgroup(stream, 'g', 'c', { blockMs: 60000 }))
+      await waitUntil(async () => (await Promise.all([...streams.values()].map(blocked))).every((n) => n === 1), {
+        what: 'one read blocked on each master',
+      })
+      const ids = await Promise.all([...streams.keys()].map((stream) => store.xadd(stream, { stream })))
+      assert.deepEqual(await Promise.all(reads), [...streams.keys()].map((stream, i) => [{ id: ids[i], message: { stream } }]))
+
+      // The first stream's slot moves to the second's master, as a resharding would move it:
+      // the pool's map still names the old master, which answers MOVED.
+      const [[stream, from], [, to]] = streams
+      const slot = keySlot(prefix + stream)
+      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
+      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
+      await from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', prefix + stream)
+      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      const movedBefore = await blocked(to)
+      const read = store.xreadgroup(stream, 'g', 'c', { blockMs: 60000 })
+      await waitUntil(async () => (await blocked(to)) === movedBefore + 1, { what: 'the read to block on the slot\'s new master' })
+      const id2 = await store.xadd(stream, { moved: true })
+      assert.deepEqual(await read, [{ id: id2, message: { moved: true } }])
     } finally {
       await store.close()
     }

@@ -1,14 +1,15 @@
 'use strict'
 
 // Kindling under the Igniter.js store manager (@igniter-js/store): kv, counters, claims,
-// batches, typed events, streams, scans and scopes over both backends; on Redis, the same
+// batches, typed events, streams, scans and scopes over both backends (Redis standalone, under
+// Sentinel and in a cluster); on Redis, the same
 // keys read and written by the official ioredis adapter, both ways.
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const Redis = require('ioredis')
 const { IgniterStore, IgniterStoreEvents, IgniterStoreRedisAdapter } = require('@igniter-js/store')
-const { backends, sentinelBackend } = require('./helpers/backends.js')
+const { backends, sentinelBackend, clusterBackend } = require('./helpers/backends.js')
 const { startRedis } = require('./helpers/redis-server.js')
 const { waitUntil } = require('./helpers/wait.js')
 const { hasCode: code } = require('./helpers/expect.js')
@@ -94,7 +95,7 @@ async function blockedClients(server) {
 // (or close), so a read that is not woken by an append fails the test by its timeout.
 const BLOCK_FOREVER_MS = 600_000
 
-for (const backend of [...backends, sentinelBackend]) {
+for (const backend of [...backends, sentinelBackend, clusterBackend]) {
   describe(`Igniter store manager over the ${backend.name} backend`, () => {
     before(async () => {
       await backend.setup()
@@ -132,11 +133,15 @@ for (const backend of [...backends, sentinelBackend]) {
 
     // Server-side state on Redis; the memory store has none to show.
     const redisOnly = backend.name !== 'memory'
-    const cli = (...args) => backend.server.cli(...args)
-    const blockedNow = () => (redisOnly ? blockedClients(backend.server) : Promise.resolve(0))
+    // In a cluster, commands follow redirections to the key's master and blocked clients are
+    // counted on every node.
+    const cluster = backend.name === 'cluster'
+    const cli = (...args) => (cluster ? backend.nodes.cli(...args) : backend.server.cli(...args))
+    const blockedNow = () =>
+      !redisOnly ? Promise.resolve(0) : cluster ? backend.nodes.blockedClients() : blockedClients(backend.server)
     async function untilBlocked(before, more) {
       if (!redisOnly) return
-      await waitUntil(async () => (await blockedClients(backend.server)) >= before + more, {
+      await waitUntil(async () => (await blockedNow()) >= before + more, {
         what: `${more} more blocked client(s) on the server`,
       })
     }
@@ -530,7 +535,7 @@ for (const backend of [...backends, sentinelBackend]) {
           await assert.rejects(reading, code('ERR_STORE_CLOSED'))
           await closed
           if (redisOnly) {
-            await waitUntil(async () => (await blockedClients(backend.server)) === blockedBefore, {
+            await waitUntil(async () => (await blockedNow()) === blockedBefore, {
               what: 'the blocked client to leave the server',
             })
           }

@@ -457,6 +457,17 @@ function makeCluster(nodes, dir) {
     replicas() {
       return byRole('slave')
     },
+    /** Runs `redis-cli -c` (following redirections) on a live node; its output, trimmed. */
+    async cli(...args) {
+      const [node] = live()
+      if (!node) throw new Error('no live node')
+      return node.cli('-c', ...args)
+    },
+    /** Clients blocked on a command (a blocking read), summed over the live nodes. */
+    async blockedClients() {
+      const infos = await Promise.all(live().map((node) => query(node.port, ['INFO', 'clients'])))
+      return infos.reduce((sum, info) => sum + Number(/blocked_clients:(\d+)/.exec(info)[1]), 0)
+    },
     /** The master serving `slot` now (from CLUSTER SLOTS of a live node), or undefined. */
     async slotOwner(slot) {
       const range = normalizeSlots(await ask(['CLUSTER', 'SLOTS'])).find(({ from, to }) => from <= slot && slot <= to)

@@ -3,6 +3,8 @@
 //! one runs on a connection of its own, lent from a pool: it grows with the reads waiting at
 //! once up to a limit (past it, reads wait for a connection within their connect budget), and
 //! a connection idle for `IDLE` is closed. The adapter's other calls never wait behind a read.
+//! In a cluster each read goes to the master of its stream's slot, as the router's slot map
+//! says, and the pool keeps connections to each master it has read from.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use super::cluster::{MapView, MAX_REDIRECTS};
 use super::connect::Connector;
 use super::connection::{Connection, Mode, Sink};
 use super::link::backoff;
@@ -25,16 +28,71 @@ use crate::options::Timeouts;
 /// A connection unused this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// A cluster node that could not be reached is tried again after this long, at the master
+/// the slot map names then.
+const UNREACHABLE_RETRY: Duration = Duration::from_millis(100);
+
+/// Where the reads go.
+pub enum Servers {
+    /// The one server, or the master the sentinels name.
+    One(Arc<Connector>),
+    /// The master of each read's slot.
+    Cluster(MapView),
+}
+
+impl Servers {
+    /// The server `request` goes to (`Some(None)`: the one server), if it is known yet.
+    fn destination(&mut self, request: &Request) -> Option<Option<(String, u16)>> {
+        match self {
+            Servers::One(_) => Some(None),
+            Servers::Cluster(view) => view.node_for(request).map(Some),
+        }
+    }
+
+    fn connector(&self, node: Option<&(String, u16)>) -> Arc<Connector> {
+        match (self, node) {
+            (Servers::Cluster(view), Some((host, port))) => {
+                Arc::new(view.template.to_node(host, *port))
+            }
+            (Servers::One(connector), _)
+            | (
+                Servers::Cluster(MapView {
+                    template: connector,
+                    ..
+                }),
+                None,
+            ) => connector.clone(),
+        }
+    }
+
+    fn template(&self) -> &Arc<Connector> {
+        match self {
+            Servers::One(connector) => connector,
+            Servers::Cluster(view) => &view.template,
+        }
+    }
+
+    /// Once a cluster's slot map changes.
+    async fn changed(&mut self) {
+        match self {
+            Servers::One(_) => std::future::pending().await,
+            Servers::Cluster(view) => view.changed().await,
+        }
+    }
+}
+
 /// What a lent connection's task gives back.
 enum Returned {
     /// The read is answered (or failed); the connection, if it can serve another.
     Connection(Option<Connection>),
     /// The connection had closed before the read was written: it waits for another.
     Unsent(Request),
+    /// A cluster node could not be reached: the read goes where the slot map says next.
+    Unreachable(Request, StoreError),
 }
 
 pub async fn serve(
-    connector: Arc<Connector>,
+    mut servers: Servers,
     timeouts: Timeouts,
     limit: usize,
     mut queue: UnboundedReceiver<Request>,
@@ -46,7 +104,7 @@ pub async fn serve(
         outbox: outbox.clone(),
         refused: Some(refused),
     };
-    let mut switches = connector.switches();
+    let mut switches = servers.template().switches();
     // Most recently used last, so the oldest is closed first.
     let mut idle: Vec<(Connection, Instant)> = Vec::new();
     let mut waiting: VecDeque<Request> = VecDeque::new();
@@ -56,45 +114,58 @@ pub async fn serve(
     loop {
         // Whether the lent connections that were ready to come back have been taken back.
         let mut looked_back = false;
-        while !waiting.is_empty() {
-            let connection = loop {
-                match idle.pop() {
-                    Some((connection, _)) if connection.is_usable() => break Some(connection),
-                    Some(_) => continue,
-                    None => break None,
-                }
+        // Reads that wait for a connection, or for the slot map to name their node.
+        let mut unserved = VecDeque::new();
+        while let Some(request) = waiting.pop_front() {
+            let Some(node) = servers.destination(&request) else {
+                unserved.push_back(request);
+                continue;
             };
-            match connection {
-                Some(connection) => {
-                    let Some(request) = waiting.pop_front() else {
-                        break;
-                    };
-                    lent.spawn(read(connection, request, connector.switches()));
+            idle.retain(|(connection, _)| connection.is_usable());
+            let usable = idle.iter().rposition(|(connection, _)| match &node {
+                Some((host, port)) => connection.endpoint().is_at(host, *port),
+                None => true,
+            });
+            match usable {
+                Some(at) => {
+                    let (connection, _) = idle.remove(at);
+                    lent.spawn(read(connection, request, servers.template().switches()));
                 }
                 // A read's reply reaches JS only after its connection's task is woken to
                 // give it back, so a read JS makes at once finds that task ready to run: let
                 // it, rather than open a connection beside it.
                 None if !lent.is_empty() && !looked_back => {
                     looked_back = true;
+                    waiting.push_front(request);
                     tokio::task::yield_now().await;
                     while let Some(returned) = lent.try_join_next() {
-                        take_back(returned, &mut idle, &mut waiting);
+                        take_back(
+                            returned,
+                            &mut idle,
+                            &mut waiting,
+                            &mut delayed,
+                            &servers,
+                            &outbox,
+                        );
                     }
                 }
                 None if lent.len() < limit => {
-                    let Some(request) = waiting.pop_front() else {
-                        break;
-                    };
+                    // Idle connections to other nodes make room (in a cluster).
+                    if lent.len() + idle.len() >= limit && !idle.is_empty() {
+                        idle.remove(0);
+                    }
                     lent.spawn(open_and_read(
-                        connector.clone(),
+                        servers.connector(node.as_ref()),
+                        matches!(servers, Servers::Cluster(_)),
                         timeouts,
                         sink.clone(),
                         request,
                     ));
                 }
-                None => break,
+                None => unserved.push_back(request),
             }
         }
+        waiting = unserved;
         let close_idle_at = idle.first().map(|(_, since)| *since + IDLE);
         let give_up_at = waiting.iter().map(|request| request.wait_until).min();
         tokio::select! {
@@ -103,7 +174,9 @@ pub async fn serve(
             biased;
             // The adapter is closing (or gone): JS has rejected the reads.
             _ = &mut stop => break,
-            Some(returned) = lent.join_next() => take_back(returned, &mut idle, &mut waiting),
+            Some(returned) = lent.join_next() => take_back(returned, &mut idle, &mut waiting, &mut delayed, &servers, &outbox),
+            // A cluster's slot map read anew: reads waiting for it may go.
+            _ = servers.changed() => {}
             Some(Ok(request)) = delayed.join_next() => waiting.push_back(request),
             // Under Sentinel: idle connections to the old master close (lent ones end their
             // reads themselves).
@@ -114,7 +187,19 @@ pub async fn serve(
                 Some(request) => waiting.push_back(request),
                 None => break,
             },
-            Some((mut request, err)) = refusals.recv() => match request.hold(err, timeouts.command) {
+            Some((mut request, err)) = refusals.recv() => match (&err.redirect, &mut servers) {
+                (Some(redirect), Servers::Cluster(view)) => {
+                    request.redirects += 1;
+                    if request.redirects > MAX_REDIRECTS {
+                        outbox.push_all(request.settled(Reply::Error(err)));
+                    } else {
+                        view.redirected(&mut request, redirect);
+                        // It may wait for the node named to be connected, as a new read would.
+                        request.wait_until = request.wait_until.max(Instant::now() + timeouts.connect);
+                        waiting.push_back(request);
+                    }
+                }
+                _ => match request.hold(err, timeouts.command) {
                 Ok(at) => {
                     delayed.spawn(async move {
                         sleep_until(at).await;
@@ -122,7 +207,7 @@ pub async fn serve(
                     });
                 }
                 Err(err) => outbox.push_all(request.settled(Reply::Error(err))),
-            },
+            }},
             _ = sleep_until(close_idle_at.unwrap_or_else(Instant::now)), if close_idle_at.is_some() => {
                 idle.remove(0);
             }
@@ -142,16 +227,33 @@ pub async fn serve(
     // server sees them close and hands out nothing more to them.
 }
 
-/// What a lent connection's task gave back: an idle connection, or a read to send again.
+/// What a lent connection's task gave back: an idle connection, or a read to send again (a
+/// little later when its cluster node could not be reached, and the router is told).
 fn take_back(
     returned: Result<Returned, tokio::task::JoinError>,
     idle: &mut Vec<(Connection, Instant)>,
     waiting: &mut VecDeque<Request>,
+    delayed: &mut JoinSet<Request>,
+    servers: &Servers,
+    outbox: &Outbox,
 ) {
     match returned {
         Ok(Returned::Connection(Some(connection))) => idle.push((connection, Instant::now())),
         Ok(Returned::Connection(None)) | Err(_) => {}
         Ok(Returned::Unsent(request)) => waiting.push_front(request),
+        Ok(Returned::Unreachable(request, err)) => {
+            if let Servers::Cluster(view) = servers {
+                view.unreachable();
+            }
+            if Instant::now() + UNREACHABLE_RETRY < request.wait_until {
+                delayed.spawn(async move {
+                    sleep(UNREACHABLE_RETRY).await;
+                    request
+                });
+            } else {
+                outbox.push_all(request.settled(Reply::Error(err)));
+            }
+        }
     }
 }
 
@@ -198,9 +300,11 @@ fn moved(from: &str, switch: &Switch) -> StoreError {
 
 /// A new connection for the read, within what is left of its connect budget; the read fails
 /// with the reason when none can be made. A server refusing connections for now (maxclients)
-/// is tried again with backoff within that budget, as the router does.
+/// is tried again with backoff within that budget, as the router does; a cluster node that
+/// cannot be reached is given back, for the read to go where the slot map says next.
 async fn open_and_read(
     connector: Arc<Connector>,
+    in_cluster: bool,
     timeouts: Timeouts,
     sink: Sink,
     request: Request,
@@ -228,6 +332,9 @@ async fn open_and_read(
                 let connection =
                     Connection::open(stream, Mode::Blocking, sink, timeouts.command, endpoint);
                 return read(connection, request, switches).await;
+            }
+            Err(err) if in_cluster && err.code == ErrorCode::Connection => {
+                return Returned::Unreachable(request, err)
             }
             Err(err)
                 if err.retryable && Instant::now() + backoff(failures) < request.wait_until =>

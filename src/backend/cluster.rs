@@ -4,14 +4,19 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
 use super::connect::{ask_by, Connector};
 use super::resp::{self, Frame};
-use crate::error::{ErrorCode, StoreError};
+use super::Request;
+use crate::error::{ErrorCode, Redirect, StoreError};
 
 pub const SLOTS: usize = 16384;
+/// Redirections a call follows before it fails.
+pub const MAX_REDIRECTS: u8 = 16;
 
 /// The slot of `key`: CRC16 (XMODEM) of the key, or of the part between the first `{` and the
 /// first `}` after it when that part is not empty, modulo 16,384.
@@ -140,6 +145,79 @@ impl SlotMap {
             }
         }
         Some(map)
+    }
+}
+
+/// What the router learns of the slot map's changes, for whoever else routes by it.
+pub type MapUpdates = watch::Sender<Option<Arc<SlotMap>>>;
+
+/// What the router is told by whoever else routes by the map: a slot `MOVED` (`Some`), or a
+/// node that could not be reached (`None`).
+pub type StaleNotices = UnboundedSender<Option<Redirect>>;
+
+/// The slot map as the router last read it, for the blocking reads' pool, which routes each
+/// read to the master of its stream's slot and tells the router what it finds out of date.
+pub struct MapView {
+    /// Connects to any node, with the adapter's TLS and credentials.
+    pub template: Arc<Connector>,
+    updates: watch::Receiver<Option<Arc<SlotMap>>>,
+    current: Option<Arc<SlotMap>>,
+    stale: StaleNotices,
+}
+
+impl MapView {
+    pub fn new(
+        template: Arc<Connector>,
+        updates: watch::Receiver<Option<Arc<SlotMap>>>,
+        stale: StaleNotices,
+    ) -> Self {
+        MapView {
+            template,
+            updates,
+            current: None,
+            stale,
+        }
+    }
+
+    /// The node `request` goes to: the one an ASK named, or its key's master; `None` until
+    /// the map is read, or while no master serves the slot.
+    pub fn node_for(&mut self, request: &Request) -> Option<(String, u16)> {
+        if self.updates.has_changed().unwrap_or(false) {
+            self.current = self.updates.borrow_and_update().clone();
+        }
+        if let Some(asked) = request.ask.as_deref() {
+            return Some(asked.clone());
+        }
+        let map = self.current.as_deref()?;
+        let node = map.owner(slot(request.key.as_bytes()))?;
+        map.nodes.get(node).cloned()
+    }
+
+    /// A redirection of one of its reads: MOVED changes the slot's master here at once and
+    /// tells the router; ASK sends that read there once.
+    pub fn redirected(&mut self, request: &mut Request, redirect: &Redirect) {
+        if redirect.ask {
+            request.ask = Some(Box::new((redirect.host.clone(), redirect.port)));
+            return;
+        }
+        request.ask = None;
+        if let Some(map) = self.current.as_mut() {
+            Arc::make_mut(map).moved(redirect.slot, &redirect.host, redirect.port);
+        }
+        let _ = self.stale.send(Some(redirect.clone()));
+    }
+
+    /// A node could not be reached: the router reads the map again.
+    pub fn unreachable(&self) {
+        let _ = self.stale.send(None);
+    }
+
+    /// Once the router has read the map anew (or changed a slot's master).
+    pub async fn changed(&mut self) {
+        if self.updates.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        self.current = self.updates.borrow_and_update().clone();
     }
 }
 

@@ -480,6 +480,11 @@ impl Endpoint {
         self.address.as_deref()
     }
 
+    /// Whether this is a connection to `host:port`.
+    pub fn is_at(&self, host: &str, port: u16) -> bool {
+        self.address.as_deref() == Some(host) && self.port == Some(port)
+    }
+
     /// Under Sentinel, the master this connection was made to, when it is not `master`.
     pub fn is_not(&self, master: &str) -> bool {
         self.master.as_deref() != Some(master)

@@ -7,10 +7,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::cluster;
+use super::cluster::{self, MapView};
 use super::connect::Connector;
 use super::connection::{Mode, Sink};
 use super::link::Link;
@@ -28,7 +28,7 @@ pub struct RedisBackend {
     /// Dropped to end the blocking reads at once, before the adapter's other calls settle.
     stop_blocking_reads: RefCell<Option<oneshot::Sender<()>>>,
     timeouts: Timeouts,
-    /// A cluster: calls of several keys and blocking reads are not routed yet.
+    /// A cluster: calls of several keys are split by slot, scan cursors name a node.
     cluster: bool,
     submitted: Cell<u64>,
     /// Under Sentinel, keeps the sentinel watcher going while the adapter lives.
@@ -50,33 +50,44 @@ impl RedisBackend {
         if let Some(sentinels) = connector.sentinels() {
             runtime.spawn(sentinels.watch());
         }
+        let command_sink = Sink {
+            outbox: outbox.clone(),
+            refused: Some(refused),
+        };
+        // A cluster's masters get links as the slot map names them; one server has one. The
+        // blocking reads go by the router's slot map.
+        let (command_links, cluster, blocking_servers) = match &options.cluster {
+            Some(nodes) => {
+                let seeds = nodes
+                    .iter()
+                    .map(|node| (node.host.clone(), node.port as u16))
+                    .collect();
+                let (updates, map) = watch::channel(None);
+                let (stale, notices) = unbounded_channel();
+                let cluster = Cluster::new(
+                    connector.clone(),
+                    seeds,
+                    timeouts,
+                    command_sink,
+                    updates,
+                    notices,
+                );
+                let view = MapView::new(connector.clone(), map, stale);
+                (Vec::new(), Some(cluster), blocking::Servers::Cluster(view))
+            }
+            None => {
+                let link = Link::new(connector.clone(), timeouts, Mode::Commands, command_sink);
+                (vec![link], None, blocking::Servers::One(connector.clone()))
+            }
+        };
         runtime.spawn(blocking::serve(
-            connector.clone(),
+            blocking_servers,
             timeouts,
             options.max_blocking_connections.max(1) as usize,
             blocking_queue,
             stop,
             outbox.clone(),
         ));
-        let command_sink = Sink {
-            outbox: outbox.clone(),
-            refused: Some(refused),
-        };
-        // A cluster's masters get links as the slot map names them; one server has one.
-        let (command_links, cluster) = match &options.cluster {
-            Some(nodes) => {
-                let seeds = nodes
-                    .iter()
-                    .map(|node| (node.host.clone(), node.port as u16))
-                    .collect();
-                let cluster = Cluster::new(connector.clone(), seeds, timeouts, command_sink);
-                (Vec::new(), Some(cluster))
-            }
-            None => {
-                let link = Link::new(connector.clone(), timeouts, Mode::Commands, command_sink);
-                (vec![link], None)
-            }
-        };
         let subscriber_link = Link::new(
             connector,
             timeouts,
@@ -128,11 +139,6 @@ impl RedisBackend {
             Op::GroupRead { block: Some(_), .. } => &self.blocking_reads,
             _ => &self.commands,
         };
-        if self.cluster && matches!(op, Op::GroupRead { block: Some(_), .. }) {
-            return Err(StoreError::invalid_argument(
-                "a blocking xreadgroup is not supported under Redis Cluster in this release",
-            ));
-        }
         // In a cluster a cursor names the master it is on: `<node id>:<cursor>`.
         let cursor = match (op, self.cluster) {
             (Op::Scan { .. }, true) if payload != "0" => payload

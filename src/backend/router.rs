@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use super::cluster::{self, SlotMap};
+use super::cluster::{self, MapUpdates, SlotMap, MAX_REDIRECTS};
 use super::connect::Connector;
 use super::connection::{Mode, Sink};
 use super::link::{backoff, Link};
@@ -31,8 +31,6 @@ const MAX_BATCH: usize = 1024;
 const SPIN: Duration = Duration::from_micros(200);
 /// Timers fire on millisecond ticks: deadlines this close fire together.
 const TIMER_TICK: Duration = Duration::from_millis(2);
-/// Redirections a call follows before it fails.
-const MAX_REDIRECTS: u8 = 16;
 /// The least time between two reads of a cluster's slot map.
 const REFRESH_GAP: Duration = Duration::from_millis(100);
 /// How often the slot map is read when nothing asks for it (±20 %).
@@ -57,6 +55,9 @@ pub struct Cluster {
     refresh_failures: u32,
     /// Why the slot map could not be read, the last time it failed.
     last_error: Option<StoreError>,
+    /// The map as it changes, for the blocking reads' pool; and what the pool finds stale.
+    updates: MapUpdates,
+    stale: UnboundedReceiver<Option<Redirect>>,
 }
 
 impl Cluster {
@@ -65,8 +66,12 @@ impl Cluster {
         seeds: Vec<(String, u16)>,
         timeouts: Timeouts,
         sink: Sink,
+        updates: MapUpdates,
+        stale: UnboundedReceiver<Option<Redirect>>,
     ) -> Self {
         Cluster {
+            updates,
+            stale,
             map: None,
             template,
             seeds,
@@ -238,11 +243,43 @@ impl Cluster {
             request.ask = Some(Box::new((host, redirect.port)));
         } else {
             request.ask = None;
-            if let Some(map) = self.map.as_mut() {
-                map.moved(redirect.slot, &host, redirect.port);
-            }
-            self.want_refresh();
+            self.moved(redirect);
         }
+    }
+
+    /// MOVED: the slot is served there from now on, and the whole map is read again.
+    fn moved(&mut self, redirect: &Redirect) {
+        if let Some(map) = self.map.as_mut() {
+            map.moved(redirect.slot, &redirect.host, redirect.port);
+            self.publish();
+        }
+        self.want_refresh();
+    }
+
+    /// A read of the slot map has ended: the map is taken, or read again, backing off while it
+    /// keeps failing (the periodic read never stops).
+    fn refreshed(&mut self, map: Result<SlotMap, StoreError>, links: &mut Vec<Link>) {
+        match map {
+            Ok(map) => {
+                match self.map.as_mut() {
+                    Some(known) => known.adopt(map),
+                    None => self.map = Some(map),
+                }
+                self.refresh_failures = 0;
+                self.publish();
+                self.ensure_links(links);
+                self.schedule_periodic_refresh();
+            }
+            Err(err) => {
+                self.refresh_failures += 1;
+                self.last_error = Some(err);
+                self.want_refresh();
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.updates.send_replace(self.map.clone().map(Arc::new));
     }
 }
 
@@ -315,28 +352,14 @@ pub async fn serve(
                 // Each call rides at most one failed attempt: those waiting fail with it.
                 Err(err) => fail(&outbox, waiting.drain(..), &err),
             },
-            map = refreshed(&mut cluster), if refreshing => {
-                if let Some(cluster) = cluster.as_mut() {
-                    match map {
-                        Ok(map) => {
-                            match cluster.map.as_mut() {
-                                Some(known) => known.adopt(map),
-                                None => cluster.map = Some(map),
-                            }
-                            cluster.refresh_failures = 0;
-                            cluster.ensure_links(&mut links);
-                            cluster.schedule_periodic_refresh();
-                        }
-                        // Read again, backing off while it keeps failing: the periodic
-                        // read never stops.
-                        Err(err) => {
-                            cluster.refresh_failures += 1;
-                            cluster.last_error = Some(err);
-                            cluster.want_refresh();
-                        }
-                    }
+            news = cluster_news(&mut cluster) => if let Some(cluster) = cluster.as_mut() {
+                match news {
+                    News::Refreshed(map) => cluster.refreshed(map, &mut links),
+                    // The blocking reads' pool found the map out of date.
+                    News::Moved(redirect) => cluster.moved(&redirect),
+                    News::Unreachable => cluster.want_refresh(),
                 }
-            }
+            },
             _ = sleep_until(refresh_at.unwrap_or_else(Instant::now)), if refresh_at.is_some() && !refreshing => {
                 if let Some(cluster) = cluster.as_mut() {
                     cluster.start_refresh();
@@ -486,24 +509,46 @@ async fn any_attempt_done(links: &mut [Link]) -> (usize, Result<(), StoreError>)
     .await
 }
 
-/// The slot map read under way, when it is done.
-async fn refreshed(cluster: &mut Option<Cluster>) -> Result<SlotMap, StoreError> {
-    let outcome = poll_fn(
-        |cx| match cluster.as_mut().and_then(|c| c.refresh.as_mut()) {
-            Some(refresh) => Pin::new(refresh).poll(cx),
+/// What changes a cluster's slot map.
+enum News {
+    /// The read under way has ended.
+    Refreshed(Result<SlotMap, StoreError>),
+    /// The blocking reads' pool was told a slot MOVED.
+    Moved(Redirect),
+    /// The blocking reads' pool could not reach a node.
+    Unreachable,
+}
+
+/// The next news of the slot map: the read under way ending, or what the blocking reads'
+/// pool found out of date.
+async fn cluster_news(cluster: &mut Option<Cluster>) -> News {
+    let news = poll_fn(|cx| {
+        let Some(cluster) = cluster.as_mut() else {
+            return Poll::Pending;
+        };
+        if let Poll::Ready(Some(notice)) = cluster.stale.poll_recv(cx) {
+            return Poll::Ready(match notice {
+                Some(redirect) => News::Moved(redirect),
+                None => News::Unreachable,
+            });
+        }
+        match cluster.refresh.as_mut() {
+            Some(refresh) => Pin::new(refresh).poll(cx).map(|outcome| {
+                News::Refreshed(outcome.unwrap_or_else(|e| {
+                    Err(StoreError::new(
+                        ErrorCode::Connection,
+                        format!("reading the slot map stopped: {e}"),
+                    ))
+                }))
+            }),
             None => Poll::Pending,
-        },
-    )
+        }
+    })
     .await;
-    if let Some(cluster) = cluster.as_mut() {
+    if let (News::Refreshed(_), Some(cluster)) = (&news, cluster.as_mut()) {
         cluster.refresh = None;
     }
-    outcome.unwrap_or_else(|e| {
-        Err(StoreError::new(
-            ErrorCode::Connection,
-            format!("reading the slot map stopped: {e}"),
-        ))
-    })
+    news
 }
 
 /// A call the server refused for now waits among the held calls, in submission order, until
