@@ -10,6 +10,7 @@ const { execFile } = require('node:child_process')
 const { promisify } = require('node:util')
 const { performance } = require('node:perf_hooks')
 const { startCluster, keySlot } = require('./helpers/cluster.js')
+const { startProxy } = require('./helpers/fault-proxy.js')
 const { waitUntil } = require('./helpers/wait.js')
 const { hasCode } = require('./helpers/expect.js')
 const Redis = require('ioredis')
@@ -167,6 +168,49 @@ describe('a cluster at rest', () => {
     } finally {
       await store.close()
       ioredis.disconnect()
+    }
+  })
+
+  it('reaches every node where natMap says, for commands, blocking reads and Pub/Sub; an ioredis Cluster\'s natMap too', async () => {
+    // A proxy in front of each node stands for the address this process must use; the nodes
+    // announce their own. What each proxy carried shows the translation was used.
+    const proxies = new Map()
+    for (const node of cluster.nodes) proxies.set(node.port, await startProxy(node.port))
+    const natMap = Object.fromEntries([...proxies].map(([port, proxy]) => [`127.0.0.1:${port}`, { host: '127.0.0.1', port: proxy.port }]))
+    const seed = `127.0.0.1:${proxies.get(cluster.nodes[0].port).port}`
+    const ioredis = new Redis.Cluster([seed], { lazyConnect: true, natMap, keyPrefix: 'natio:' })
+    const stores = [open(cluster, { cluster: { nodes: [seed], natMap }, keyPrefix: 'nat:' }), createRedisStoreAdapter(ioredis)]
+    const carried = (master) => {
+      const proxy = proxies.get(master.port)
+      return Array.from({ length: proxy.accepted }, (_, i) => proxy.sent(i)).join('')
+    }
+    try {
+      for (const [store, prefix] of [[stores[0], 'nat:'], [stores[1], 'natio:']]) {
+        const keys = Array.from({ length: 30 }, (_, i) => `k${i}`)
+        await Promise.all(keys.map((key) => store.set(key, key)))
+        assert.deepEqual(await Promise.all(keys.map((key) => store.get(key))), keys)
+        for (const key of keys) {
+          const owner = await cluster.slotOwner(keySlot(prefix + key))
+          assert.ok(carried(owner).includes(prefix + key), `${prefix + key} went through the proxy of ${owner.port}`)
+        }
+      }
+      const [store] = stores
+      await store.xgroupCreate('nat-stream', 'g', '$')
+      const read = store.xreadgroup('nat-stream', 'g', 'c', { blockMs: 60000 })
+      const owner = await cluster.slotOwner(keySlot('nat:nat-stream'))
+      await waitUntil(() => (carried(owner).match(/XREADGROUP/g) ?? []).length === 1, { what: 'the blocking read to go through the proxy' })
+      const id = await store.xadd('nat-stream', { via: 'natMap' })
+      assert.deepEqual(await read, [{ id, message: { via: 'natMap' } }])
+      let heard
+      const message = new Promise((resolve) => (heard = resolve))
+      await store.subscribe('nat-news', heard)
+      await store.publish('nat-news', 'hello')
+      assert.equal(await message, 'hello')
+      assert.ok([...cluster.nodes].some((node) => carried(node).includes('SUBSCRIBE')), 'the subscriber went through a proxy')
+    } finally {
+      await Promise.all(stores.map((store) => store.close()))
+      ioredis.disconnect()
+      await Promise.all([...proxies.values()].map((proxy) => proxy.close()))
     }
   })
 
@@ -474,6 +518,67 @@ describe('a master lost under load', () => {
     } finally {
       for (const node of stopped) process.kill(node.process.pid, 'SIGCONT')
       await store.close()
+    }
+  })
+})
+
+describe('Pub/Sub while its node is lost', () => {
+  let cluster
+  before(async () => {
+    cluster = await startCluster()
+  })
+  after(async () => {
+    await cluster.stop()
+  })
+
+  it('100 channels, the subscriber\'s node SIGKILLed: every channel delivers again, no message twice', async (t) => {
+    const options = { keyPrefix: '', cluster: { nodes: cluster.seeds } }
+    const subscriber = open(cluster, options)
+    const publisher = open(cluster, options)
+    const channels = Array.from({ length: 100 }, (_, i) => `ch${i}`)
+    const received = new Map(channels.map((channel) => [channel, []]))
+    let stopped = false
+    const publishing = []
+    try {
+      await Promise.all(channels.map((channel) => subscriber.subscribe(channel, (n) => received.get(channel).push(n))))
+      // In classic Pub/Sub a node counts only its own subscribers: the one counting ours is it.
+      const counts = await Promise.all(cluster.nodes.map((node) => node.cli('PUBSUB', 'NUMSUB', 'ch0')))
+      const home = cluster.nodes.filter((node, i) => counts[i].split('\n')[1] === '1')
+      assert.equal(home.length, 1, 'the subscriber is on one node')
+      // Each channel published in sequence, one message in flight per channel.
+      for (const channel of channels) {
+        publishing.push((async () => {
+          for (let n = 0; !stopped; n++) {
+            await publisher.publish(channel, n).catch(() => {})
+            await new Promise((resolve) => setTimeout(resolve, 20))
+          }
+        })())
+      }
+      await waitUntil(() => channels.every((channel) => received.get(channel).length > 3), { what: 'every channel delivering' })
+      const before = new Map(channels.map((channel) => [channel, received.get(channel).length]))
+      const killedAt = performance.now()
+      process.kill(home[0].process.pid, 'SIGKILL')
+      // Channels published through other masters show how soon the subscriber moved; the
+      // others wait for the lost master's replica too.
+      const owners = await Promise.all(channels.map((channel) => cluster.slotOwner(keySlot(channel))))
+      const elsewhere = channels.filter((channel, i) => owners[i] !== home[0])
+      await waitUntil(() => elsewhere.every((channel) => received.get(channel).length > before.get(channel) + 1), {
+        what: 'channels published through other masters delivering again',
+        timeoutMs: 20000,
+      })
+      t.diagnostic(`channels published through other masters delivered again ${Math.round(performance.now() - killedAt)} ms after the kill`)
+      await waitUntil(() => channels.every((channel) => received.get(channel).length > before.get(channel) + 3), {
+        what: 'every channel delivering again after the kill',
+        timeoutMs: 20000,
+      })
+      t.diagnostic(`every channel delivered again ${Math.round(performance.now() - killedAt)} ms after the kill`)
+    } finally {
+      stopped = true
+      await Promise.all(publishing)
+      await Promise.all([subscriber.close(), publisher.close()])
+    }
+    for (const [channel, got] of received) {
+      for (let i = 1; i < got.length; i++) assert.ok(got[i] > got[i - 1], `${channel}: ${got[i]} after ${got[i - 1]}`)
     }
   })
 })

@@ -53,7 +53,12 @@ describe('Redis inputs', () => {
   it('refuses what Redis Cluster does not serve in this release, and says so', () => {
     const nodes = ['redis://127.0.0.1:7000']
     invalid({ cluster: { nodes, pubsub: 'sharded' } }, /sharded Pub\/Sub is not supported/)
-    invalid({ cluster: { nodes, natMap: { 'a:1': { host: 'b', port: 2 } } } }, /natMap/)
+    invalid({ cluster: { nodes, natMap: (key) => ({ host: '127.0.0.1', port: Number(key.split(':')[1]) }) } }, /natMap" as a function is not supported/)
+    invalid({ cluster: { nodes, natMap: { 'a:1': 'b:2' } } }, /must map to \{ host, port \}/)
+    invalid({ cluster: { nodes, natMap: { a: { host: 'b', port: 2 } } } }, /"host:port"/)
+    invalid({ cluster: { nodes, natMap: { 'a:1': { host: 'b', port: 0 } } } }, /port/)
+    invalid({ cluster: { nodes, natMap: { 'a:1': { host: '', port: 2 } } } }, /"host" must be/)
+    invalid({ cluster: { nodes, natMap: { 'a:1': { host: 'b', port: 2, tls: true } } } }, /unknown/)
     invalid({ cluster: { nodes }, db: 1 }, /database 0/)
     invalid({ cluster: { nodes }, url: 'redis://127.0.0.1:7000' }, /cannot be combined/)
     invalid({ cluster: { nodes: [] } }, /non-empty list/)
@@ -62,8 +67,8 @@ describe('Redis inputs', () => {
     invalid({ cluster: { nodes: [{ host: '127.0.0.1', port: 7000, password: 'x' }] } }, /unknown cluster\.nodes entry option "password"/)
   })
 
-  it('refuses an ioredis Cluster instance with a natMap rather than connect elsewhere', () => {
-    const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true, natMap: { '10.0.0.1:6379': { host: '127.0.0.1', port: 6379 } } })
+  it('refuses an ioredis Cluster instance with a natMap function rather than connect elsewhere', () => {
+    const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true, natMap: () => null })
     invalid(cluster, /natMap/)
     cluster.disconnect()
   })

@@ -177,9 +177,6 @@ function clusterOption(cluster) {
   if (!Array.isArray(cluster.nodes) || cluster.nodes.length === 0) {
     throw invalidArgument('option "cluster.nodes" must be a non-empty list of "redis://host:port" or "host:port"')
   }
-  if (cluster.natMap !== undefined && cluster.natMap !== null) {
-    throw invalidArgument('option "cluster.natMap" is not supported in this release yet')
-  }
   if (cluster.pubsub !== undefined && cluster.pubsub !== null && cluster.pubsub !== 'classic') {
     throw invalidArgument(cluster.pubsub === 'sharded'
       ? 'option "cluster.pubsub": sharded Pub/Sub is not supported in this release yet; "classic" is'
@@ -189,7 +186,29 @@ function clusterOption(cluster) {
   if (schemes.has('redis') && schemes.has('rediss')) throw invalidArgument('option "cluster.nodes" mixes redis:// and rediss://: TLS is on for every node or none')
   const tls = schemes.has('rediss')
   const nodes = cluster.nodes.map((node, i) => nodeAddress(typeof node === 'string' ? node.replace(/^rediss:/i, 'redis:') : node, i, 'cluster.nodes', DEFAULT_PORT))
-  return { nodes, tls }
+  return { nodes, tls, natMap: natMapOption(cluster.natMap) }
+}
+
+// `natMap`, as ioredis takes it: `{ 'announced-host:port': { host, port } }`, the address
+// each node announces (in CLUSTER SLOTS and MOVED) mapped to where this process reaches it.
+function natMapOption(natMap) {
+  if (natMap === undefined || natMap === null) return undefined
+  if (typeof natMap === 'function') {
+    throw invalidArgument('option "cluster.natMap" as a function is not supported in this release: give the object form, { "host:port": { host, port } }')
+  }
+  if (!isPlainObject(natMap)) throw invalidArgument('option "cluster.natMap" must be an object: { "host:port": { host, port } }')
+  return Object.entries(natMap).map(([from, to]) => {
+    const where = `natMap entry ${JSON.stringify(from)}`
+    const colon = from.lastIndexOf(':')
+    const port = Number(from.slice(colon + 1))
+    if (colon < 1 || !/^\d+$/.test(from.slice(colon + 1)) || port < 1 || port > 65535) {
+      throw invalidArgument(`${where}: the key must be the address a node announces, "host:port"`)
+    }
+    if (!isPlainObject(to)) throw invalidArgument(`${where} must map to { host, port }`)
+    checkKnown(to, new Set(['host', 'port']), where)
+    if (typeof to.host !== 'string' || to.host === '') throw invalidArgument(`${where}: "host" must be a non-empty string`)
+    return { from, host: to.host, port: integerIn(to.port, `port of ${where}`, 1, 65535) }
+  })
 }
 
 function sentinelOption(sentinel) {
@@ -242,10 +261,9 @@ function fromIoredis(client) {
 function fromIoredisCluster(client) {
   const o = client.options ?? {}
   const r = o.redisOptions ?? {}
-  if (o.natMap) throw invalidArgument('an ioredis Cluster with a natMap: address translation is not supported in this release yet')
   const nodes = client.startupNodes.map((node) => (typeof node === 'number' ? { host: '127.0.0.1', port: node } : node))
   const settings = {
-    cluster: { nodes },
+    cluster: { nodes, natMap: o.natMap || undefined },
     username: r.username || undefined,
     password: r.password || undefined,
     tls: r.tls ? (r.tls === true ? true : { ca: r.tls.ca, cert: r.tls.cert, key: r.tls.key, servername: r.tls.servername, rejectUnauthorized: r.tls.rejectUnauthorized }) : undefined,
@@ -346,6 +364,7 @@ function redisOptions(input) {
   native.targetIsDefault = defaulted && !sentinel && !cluster
   native.sentinel = sentinel
   native.cluster = cluster?.nodes
+  native.natMap = cluster?.natMap
   return {
     native,
     keyPrefix,

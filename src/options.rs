@@ -28,6 +28,16 @@ pub struct RedisOptions {
     pub sentinel: Option<SentinelOptions>,
     /// A cluster's seed nodes; `host`, `port` and `path` are then unused.
     pub cluster: Option<Vec<NodeAddress>>,
+    /// A cluster's nodes as they announce themselves, mapped to where they can be reached.
+    pub nat_map: Option<Vec<NatEntry>>,
+}
+
+/// `natMap`: the node announced as `from` (`host:port`) is reached at `host:port`.
+#[napi(object)]
+pub struct NatEntry {
+    pub from: String,
+    pub host: String,
+    pub port: u32,
 }
 
 /// No `Debug`: it holds the sentinels' password.

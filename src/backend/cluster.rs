@@ -62,6 +62,14 @@ impl SlotMap {
         self.owners[slot as usize].map(usize::from)
     }
 
+    /// The masters that serve slots now.
+    pub fn serving(&self) -> Vec<(String, u16)> {
+        (0..self.nodes.len())
+            .filter(|node| self.owners.contains(&Some(*node as u16)))
+            .map(|node| self.nodes[node].clone())
+            .collect()
+    }
+
     /// The index of the node at `host:port`, added if new.
     pub fn node_index(&mut self, host: &str, port: u16) -> usize {
         match self.nodes.iter().position(|(h, p)| h == host && *p == port) {
@@ -150,6 +158,7 @@ impl SlotMap {
 
 /// What the router learns of the slot map's changes, for whoever else routes by it.
 pub type MapUpdates = watch::Sender<Option<Arc<SlotMap>>>;
+pub type MapReceiver = watch::Receiver<Option<Arc<SlotMap>>>;
 
 /// What the router is told by whoever else routes by the map: a slot `MOVED` (`Some`), or a
 /// node that could not be reached (`None`).
@@ -160,17 +169,13 @@ pub type StaleNotices = UnboundedSender<Option<Redirect>>;
 pub struct MapView {
     /// Connects to any node, with the adapter's TLS and credentials.
     pub template: Arc<Connector>,
-    updates: watch::Receiver<Option<Arc<SlotMap>>>,
+    updates: MapReceiver,
     current: Option<Arc<SlotMap>>,
     stale: StaleNotices,
 }
 
 impl MapView {
-    pub fn new(
-        template: Arc<Connector>,
-        updates: watch::Receiver<Option<Arc<SlotMap>>>,
-        stale: StaleNotices,
-    ) -> Self {
+    pub fn new(template: Arc<Connector>, updates: MapReceiver, stale: StaleNotices) -> Self {
         MapView {
             template,
             updates,

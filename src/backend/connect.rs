@@ -2,7 +2,9 @@
 //! the error when it fails; and the plain request/response exchange used for those first
 //! commands (and for discovery commands, which need no pipeline).
 
+use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
+use super::cluster::MapReceiver;
 use super::resp::{self, Frame, Parsed};
 use super::sentinel::{Sentinels, Switches};
 use crate::error::{from_server_reply, Cause, ErrorCode, Refused, StoreError};
@@ -55,6 +58,9 @@ pub struct Connector {
     /// The TLS client, and the name the server's certificate must carry when it is not the
     /// host connected to.
     tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
+    /// A cluster's nodes as they announce themselves (`host:port`) mapped to where they can
+    /// be reached (`natMap`).
+    nat: Arc<HashMap<String, (String, u16)>>,
     /// `AUTH`, `SELECT` and, under Sentinel, `ROLE`, sent before any command.
     hello: Vec<u8>,
     hello_steps: Vec<Step>,
@@ -63,8 +69,14 @@ pub struct Connector {
 enum Route {
     /// One server, always the same.
     Fixed(Target, Arc<Endpoint>),
-    /// The first of these servers that can be reached: a cluster's nodes, for Pub/Sub.
-    AnyOf(Vec<(Target, Arc<Endpoint>)>),
+    /// Any node of a cluster that can be reached, for classic Pub/Sub: the masters of the
+    /// router's slot map once it is read, and the seeds. Each attempt starts after the node
+    /// the last one reached, so a node just lost is tried last.
+    AnyNode {
+        seeds: Vec<(String, u16)>,
+        map: Option<MapReceiver>,
+        next: AtomicUsize,
+    },
     /// The master the sentinels name at each attempt.
     Sentinel(Arc<Sentinels>),
 }
@@ -80,6 +92,8 @@ pub struct Endpoint {
     describe: String,
     address: Option<String>,
     port: Option<u16>,
+    /// A cluster node as it announces itself (and as the slot map names it).
+    node: Option<(String, u16)>,
     /// Under Sentinel, the master as the sentinels named it (`host:port`).
     pub master: Option<String>,
 }
@@ -111,17 +125,14 @@ impl Connector {
             hello_steps.push(Step::Select);
         }
         let route = match (&options.sentinel, &options.cluster) {
-            (_, Some(nodes)) => Route::AnyOf(
-                nodes
+            (_, Some(nodes)) => Route::AnyNode {
+                seeds: nodes
                     .iter()
-                    .map(|node| {
-                        let target = Target::Tcp(node.host.clone(), node.port as u16);
-                        let describe = format!("redis://{}:{}", node.host, node.port);
-                        let endpoint = Endpoint::new(describe, &target, None);
-                        (target, Arc::new(endpoint))
-                    })
+                    .map(|node| (node.host.clone(), node.port as u16))
                     .collect(),
-            ),
+                map: None,
+                next: AtomicUsize::new(0),
+            },
             (Some(sentinel), None) => {
                 // A server the sentinels name is served only once it says it is the master.
                 resp::command(&mut hello, &[b"ROLE"]);
@@ -142,9 +153,16 @@ impl Connector {
                 Route::Fixed(target, Arc::new(endpoint))
             }
         };
+        let nat = options
+            .nat_map
+            .iter()
+            .flatten()
+            .map(|entry| (entry.from.clone(), (entry.host.clone(), entry.port as u16)))
+            .collect();
         Ok(Connector {
             route,
             tls,
+            nat: Arc::new(nat),
             hello,
             hello_steps,
         })
@@ -164,6 +182,7 @@ impl Connector {
         Connector {
             route: Route::Fixed(target, Arc::new(endpoint)),
             tls: None,
+            nat: Arc::default(),
             hello,
             hello_steps,
         }
@@ -172,21 +191,57 @@ impl Connector {
     /// A connection to one node, with this connector's TLS and credentials: a cluster's
     /// nodes.
     pub fn to_node(&self, host: &str, port: u16) -> Connector {
-        let target = Target::Tcp(host.to_owned(), port);
-        let endpoint = Endpoint::new(format!("redis://{host}:{port}"), &target, None);
+        let (target, endpoint) = self.node(host, port);
+        self.with_route(Route::Fixed(target, endpoint))
+    }
+
+    /// Classic Pub/Sub in a cluster: connections to any node, the masters of the slot map
+    /// `map` first.
+    pub fn to_any_node(&self, map: MapReceiver) -> Connector {
+        let seeds = match &self.route {
+            Route::AnyNode { seeds, .. } => seeds.clone(),
+            Route::Fixed(..) | Route::Sentinel(_) => Vec::new(),
+        };
+        self.with_route(Route::AnyNode {
+            seeds,
+            map: Some(map),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn with_route(&self, route: Route) -> Connector {
         Connector {
-            route: Route::Fixed(target, Arc::new(endpoint)),
+            route,
             tls: self.tls.clone(),
+            nat: self.nat.clone(),
             hello: self.hello.clone(),
             hello_steps: self.hello_steps.clone(),
         }
+    }
+
+    /// A cluster node as it announces itself, reached where `natMap` says.
+    fn node(&self, host: &str, port: u16) -> (Target, Arc<Endpoint>) {
+        let announced = format!("{host}:{port}");
+        let (target, describe) = match self.nat.get(&announced) {
+            Some((reached_host, reached_port)) => (
+                Target::Tcp(reached_host.clone(), *reached_port),
+                format!("redis://{announced} (reached at {reached_host}:{reached_port} by natMap)"),
+            ),
+            None => (
+                Target::Tcp(host.to_owned(), port),
+                format!("redis://{announced}"),
+            ),
+        };
+        let mut endpoint = Endpoint::new(describe, &target, None);
+        endpoint.node = Some((host.to_owned(), port));
+        (target, Arc::new(endpoint))
     }
 
     /// Under Sentinel, the masters the sentinels announce as they fail over.
     pub fn switches(&self) -> Switches {
         match &self.route {
             Route::Sentinel(sentinels) => Some(sentinels.switches()),
-            Route::Fixed(..) | Route::AnyOf(_) => None,
+            Route::Fixed(..) | Route::AnyNode { .. } => None,
         }
     }
 
@@ -194,7 +249,7 @@ impl Connector {
     pub fn sentinels(&self) -> Option<Arc<Sentinels>> {
         match &self.route {
             Route::Sentinel(sentinels) => Some(sentinels.clone()),
-            Route::Fixed(..) | Route::AnyOf(_) => None,
+            Route::Fixed(..) | Route::AnyNode { .. } => None,
         }
     }
 
@@ -210,18 +265,39 @@ impl Connector {
         let deadline = Instant::now() + limit;
         let (target, endpoint) = match &self.route {
             Route::Fixed(target, endpoint) => (target.clone(), endpoint.clone()),
-            Route::AnyOf(nodes) => {
-                let mut last = None;
-                for (target, endpoint) in nodes {
-                    let limit = deadline.saturating_duration_since(Instant::now());
-                    match self.connect_by(target, endpoint, deadline, limit).await {
-                        Ok(stream) => return Ok((stream, endpoint.clone())),
-                        Err(err) => last = Some(err),
+            Route::AnyNode { seeds, map, next } => {
+                let mut nodes: Vec<(String, u16)> = map
+                    .as_ref()
+                    .and_then(|map| map.borrow().as_ref().map(|map| map.serving()))
+                    .unwrap_or_default();
+                for seed in seeds {
+                    if !nodes.contains(seed) {
+                        nodes.push(seed.clone());
                     }
                 }
-                return Err(last.unwrap_or_else(|| {
-                    StoreError::new(ErrorCode::Connection, "no node to connect to")
-                }));
+                let start = next.load(Ordering::Relaxed);
+                let mut failures = Vec::new();
+                for i in 0..nodes.len() {
+                    let at = (start + i) % nodes.len();
+                    let (host, port) = &nodes[at];
+                    let (target, endpoint) = self.node(host, *port);
+                    // A hung node does not take the whole budget from the others.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let limit = left / (nodes.len() - i) as u32;
+                    let until = Instant::now() + limit;
+                    match self.connect_by(&target, &endpoint, until, limit).await {
+                        Ok(stream) => {
+                            next.store(at + 1, Ordering::Relaxed);
+                            return Ok((stream, endpoint));
+                        }
+                        Err(err) => failures.push(err.message),
+                    }
+                }
+                next.store(start + 1, Ordering::Relaxed);
+                return Err(StoreError::new(
+                    ErrorCode::Connection,
+                    format!("no cluster node could be reached: {}", failures.join("; ")),
+                ));
             }
             Route::Sentinel(sentinels) => {
                 let (host, port) = sentinels.master(deadline).await?;
@@ -373,6 +449,7 @@ impl Endpoint {
             describe,
             address,
             port,
+            node: None,
             master,
         }
     }
@@ -480,9 +557,11 @@ impl Endpoint {
         self.address.as_deref()
     }
 
-    /// Whether this is a connection to `host:port`.
+    /// Whether this is a connection to the cluster node announced as `host:port`.
     pub fn is_at(&self, host: &str, port: u16) -> bool {
-        self.address.as_deref() == Some(host) && self.port == Some(port)
+        self.node
+            .as_ref()
+            .is_some_and(|(h, p)| h == host && *p == port)
     }
 
     /// Under Sentinel, the master this connection was made to, when it is not `master`.

@@ -56,30 +56,42 @@ impl RedisBackend {
         };
         // A cluster's masters get links as the slot map names them; one server has one. The
         // blocking reads go by the router's slot map.
-        let (command_links, cluster, blocking_servers) = match &options.cluster {
-            Some(nodes) => {
-                let seeds = nodes
-                    .iter()
-                    .map(|node| (node.host.clone(), node.port as u16))
-                    .collect();
-                let (updates, map) = watch::channel(None);
-                let (stale, notices) = unbounded_channel();
-                let cluster = Cluster::new(
-                    connector.clone(),
-                    seeds,
-                    timeouts,
-                    command_sink,
-                    updates,
-                    notices,
-                );
-                let view = MapView::new(connector.clone(), map, stale);
-                (Vec::new(), Some(cluster), blocking::Servers::Cluster(view))
-            }
-            None => {
-                let link = Link::new(connector.clone(), timeouts, Mode::Commands, command_sink);
-                (vec![link], None, blocking::Servers::One(connector.clone()))
-            }
-        };
+        let (command_links, cluster, blocking_servers, subscriber_connector) =
+            match &options.cluster {
+                Some(nodes) => {
+                    let seeds = nodes
+                        .iter()
+                        .map(|node| (node.host.clone(), node.port as u16))
+                        .collect();
+                    let (updates, map) = watch::channel(None);
+                    let (stale, notices) = unbounded_channel();
+                    let cluster = Cluster::new(
+                        connector.clone(),
+                        seeds,
+                        timeouts,
+                        command_sink,
+                        updates,
+                        notices,
+                    );
+                    let subscriber = Arc::new(connector.to_any_node(map.clone()));
+                    let view = MapView::new(connector.clone(), map, stale);
+                    (
+                        Vec::new(),
+                        Some(cluster),
+                        blocking::Servers::Cluster(view),
+                        subscriber,
+                    )
+                }
+                None => {
+                    let link = Link::new(connector.clone(), timeouts, Mode::Commands, command_sink);
+                    (
+                        vec![link],
+                        None,
+                        blocking::Servers::One(connector.clone()),
+                        connector.clone(),
+                    )
+                }
+            };
         runtime.spawn(blocking::serve(
             blocking_servers,
             timeouts,
@@ -89,7 +101,7 @@ impl RedisBackend {
             outbox.clone(),
         ));
         let subscriber_link = Link::new(
-            connector,
+            subscriber_connector,
             timeouts,
             Mode::Subscriber,
             Sink {
