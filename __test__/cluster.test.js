@@ -317,6 +317,43 @@ describe('a cluster at rest', () => {
       await store.close()
     }
   })
+
+  it('sharded Pub/Sub: each shard channel on its slot\'s master, following its slot when it moves', async () => {
+    const options = { keyPrefix: 'shard:', cluster: { nodes: cluster.seeds.slice(0, 1), pubsub: 'sharded' } }
+    const subscriber = open(cluster, options)
+    const publisher = open(cluster, options)
+    const channels = Array.from({ length: 12 }, (_, i) => `news${i}`)
+    const received = new Map(channels.map((channel) => [channel, []]))
+    const numsub = async (node, channel) => Number((await node.cli('PUBSUB', 'SHARDNUMSUB', `shard:${channel}`)).split('\n')[1])
+    try {
+      await Promise.all(channels.map((channel) => subscriber.subscribe(channel, (n) => received.get(channel).push(n))))
+      for (const channel of channels) {
+        const owner = await cluster.slotOwner(keySlot(`shard:${channel}`))
+        for (const master of await cluster.masters()) assert.equal(await numsub(master, channel), master === owner ? 1 : 0, `${channel} on ${master.port}`)
+      }
+      await Promise.all(channels.map((channel) => publisher.publish(channel, 1)))
+      await waitUntil(() => channels.every((channel) => received.get(channel).length === 1), { what: 'every shard channel delivering' })
+
+      // The first channel's slot moves to another master: the old one pushes sunsubscribe.
+      const [moving] = channels
+      const slot = keySlot(`shard:${moving}`)
+      const from = await cluster.slotOwner(slot)
+      const to = (await cluster.masters()).find((master) => master !== from)
+      const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
+      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
+      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
+      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      await waitUntil(async () => (await numsub(to, moving)) === 1, { what: 'the shard channel subscribed at its slot\'s new master' })
+      assert.equal(await numsub(from, moving), 0)
+      for (let n = 2; n <= 5; n++) await publisher.publish(moving, n)
+      await waitUntil(() => received.get(moving).length === 5, { what: 'the moved channel delivering' })
+      assert.deepEqual(received.get(moving), [1, 2, 3, 4, 5])
+      await subscriber.unsubscribe(moving)
+      assert.equal(await numsub(to, moving), 0)
+    } finally {
+      await Promise.all([subscriber.close(), publisher.close()])
+    }
+  })
 })
 
 describe('a cluster that changes under load', () => {
@@ -572,6 +609,54 @@ describe('Pub/Sub while its node is lost', () => {
         timeoutMs: 20000,
       })
       t.diagnostic(`every channel delivered again ${Math.round(performance.now() - killedAt)} ms after the kill`)
+    } finally {
+      stopped = true
+      await Promise.all(publishing)
+      await Promise.all([subscriber.close(), publisher.close()])
+    }
+    for (const [channel, got] of received) {
+      for (let i = 1; i < got.length; i++) assert.ok(got[i] > got[i - 1], `${channel}: ${got[i]} after ${got[i - 1]}`)
+    }
+  })
+
+  it('sharded Pub/Sub, a master SIGKILLed: its shard channels move to the promoted replica, no message twice', async (t) => {
+    await cluster.waitHealthy({ timeoutMs: 20000 })
+    const options = { keyPrefix: 'shard:', cluster: { nodes: cluster.seeds, pubsub: 'sharded' } }
+    const subscriber = open(cluster, options)
+    const publisher = open(cluster, options)
+    let victim
+    for (const master of await cluster.masters()) {
+      if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
+    }
+    assert.ok(victim, 'a master with a replica')
+    const channels = []
+    for (let i = 0; channels.length < 30; i++) channels.push(`sk${i}`)
+    const owners = await Promise.all(channels.map((channel) => cluster.slotOwner(keySlot(`shard:${channel}`))))
+    const onVictim = channels.filter((channel, i) => owners[i] === victim)
+    assert.ok(onVictim.length > 0, 'shard channels on the victim')
+    const received = new Map(channels.map((channel) => [channel, []]))
+    let stopped = false
+    const publishing = []
+    try {
+      await Promise.all(channels.map((channel) => subscriber.subscribe(channel, (n) => received.get(channel).push(n))))
+      for (const channel of channels) {
+        publishing.push((async () => {
+          for (let n = 0; !stopped; n++) {
+            await publisher.publish(channel, n).catch(() => {})
+            await new Promise((resolve) => setTimeout(resolve, 20))
+          }
+        })())
+      }
+      await waitUntil(() => channels.every((channel) => received.get(channel).length > 3), { what: 'every shard channel delivering' })
+      const before = new Map(channels.map((channel) => [channel, received.get(channel).length]))
+      const killedAt = performance.now()
+      process.kill(victim.process.pid, 'SIGKILL')
+      await waitUntil(() => onVictim.every((channel) => received.get(channel).length > before.get(channel) + 3), {
+        what: 'the lost master\'s shard channels delivering again',
+        timeoutMs: 20000,
+      })
+      t.diagnostic(`the lost master's shard channels delivered again ${Math.round(performance.now() - killedAt)} ms after the kill`)
+      await waitUntil(() => channels.every((channel) => received.get(channel).length > before.get(channel) + 3), { what: 'every shard channel delivering' })
     } finally {
       stopped = true
       await Promise.all(publishing)

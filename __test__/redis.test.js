@@ -52,7 +52,7 @@ describe('Redis inputs', () => {
 
   it('refuses what Redis Cluster does not serve in this release, and says so', () => {
     const nodes = ['redis://127.0.0.1:7000']
-    invalid({ cluster: { nodes, pubsub: 'sharded' } }, /sharded Pub\/Sub is not supported/)
+    invalid({ cluster: { nodes, pubsub: 'shard' } }, /"classic" or "sharded"/)
     invalid({ cluster: { nodes, natMap: (key) => ({ host: '127.0.0.1', port: Number(key.split(':')[1]) }) } }, /natMap" as a function is not supported/)
     invalid({ cluster: { nodes, natMap: { 'a:1': 'b:2' } } }, /must map to \{ host, port \}/)
     invalid({ cluster: { nodes, natMap: { a: { host: 'b', port: 2 } } } }, /"host:port"/)

@@ -177,16 +177,14 @@ function clusterOption(cluster) {
   if (!Array.isArray(cluster.nodes) || cluster.nodes.length === 0) {
     throw invalidArgument('option "cluster.nodes" must be a non-empty list of "redis://host:port" or "host:port"')
   }
-  if (cluster.pubsub !== undefined && cluster.pubsub !== null && cluster.pubsub !== 'classic') {
-    throw invalidArgument(cluster.pubsub === 'sharded'
-      ? 'option "cluster.pubsub": sharded Pub/Sub is not supported in this release yet; "classic" is'
-      : 'option "cluster.pubsub" must be "classic" or "sharded"')
+  if (cluster.pubsub !== undefined && cluster.pubsub !== null && cluster.pubsub !== 'classic' && cluster.pubsub !== 'sharded') {
+    throw invalidArgument('option "cluster.pubsub" must be "classic" or "sharded"')
   }
   const schemes = new Set(cluster.nodes.filter((node) => typeof node === 'string' && node.includes('://')).map((node) => node.slice(0, node.indexOf('://')).toLowerCase()))
   if (schemes.has('redis') && schemes.has('rediss')) throw invalidArgument('option "cluster.nodes" mixes redis:// and rediss://: TLS is on for every node or none')
   const tls = schemes.has('rediss')
   const nodes = cluster.nodes.map((node, i) => nodeAddress(typeof node === 'string' ? node.replace(/^rediss:/i, 'redis:') : node, i, 'cluster.nodes', DEFAULT_PORT))
-  return { nodes, tls, natMap: natMapOption(cluster.natMap) }
+  return { nodes, tls, natMap: natMapOption(cluster.natMap), sharded: cluster.pubsub === 'sharded' }
 }
 
 // `natMap`, as ioredis takes it: `{ 'announced-host:port': { host, port } }`, the address
@@ -365,6 +363,7 @@ function redisOptions(input) {
   native.sentinel = sentinel
   native.cluster = cluster?.nodes
   native.natMap = cluster?.natMap
+  native.shardedPubsub = cluster?.sharded ?? false
   return {
     native,
     keyPrefix,

@@ -30,6 +30,8 @@ pub struct RedisOptions {
     pub cluster: Option<Vec<NodeAddress>>,
     /// A cluster's nodes as they announce themselves, mapped to where they can be reached.
     pub nat_map: Option<Vec<NatEntry>>,
+    /// A cluster's Pub/Sub on shard channels (SSUBSCRIBE, SPUBLISH).
+    pub sharded_pubsub: bool,
 }
 
 /// `natMap`: the node announced as `from` (`host:port`) is reached at `host:port`.

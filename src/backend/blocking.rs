@@ -103,6 +103,7 @@ pub async fn serve(
     let sink = Sink {
         outbox: outbox.clone(),
         refused: Some(refused),
+        dropped: None,
     };
     let mut switches = servers.template().switches();
     // Most recently used last, so the oldest is closed first.

@@ -164,8 +164,9 @@ pub type MapReceiver = watch::Receiver<Option<Arc<SlotMap>>>;
 /// node that could not be reached (`None`).
 pub type StaleNotices = UnboundedSender<Option<Redirect>>;
 
-/// The slot map as the router last read it, for the blocking reads' pool, which routes each
-/// read to the master of its stream's slot and tells the router what it finds out of date.
+/// The slot map as the router last read it, for the blocking reads' pool and the shard
+/// subscribers, which route by it and tell the router what they find out of date.
+#[derive(Clone)]
 pub struct MapView {
     /// Connects to any node, with the adapter's TLS and credentials.
     pub template: Arc<Connector>,
@@ -187,14 +188,19 @@ impl MapView {
     /// The node `request` goes to: the one an ASK named, or its key's master; `None` until
     /// the map is read, or while no master serves the slot.
     pub fn node_for(&mut self, request: &Request) -> Option<(String, u16)> {
+        match request.ask.as_deref() {
+            Some(asked) => Some(asked.clone()),
+            None => self.master_of(&request.key),
+        }
+    }
+
+    /// The master serving the slot of `key` (or of a shard channel), if the map says.
+    pub fn master_of(&mut self, key: &str) -> Option<(String, u16)> {
         if self.updates.has_changed().unwrap_or(false) {
             self.current = self.updates.borrow_and_update().clone();
         }
-        if let Some(asked) = request.ask.as_deref() {
-            return Some(asked.clone());
-        }
         let map = self.current.as_deref()?;
-        let node = map.owner(slot(request.key.as_bytes()))?;
+        let node = map.owner(slot(key.as_bytes()))?;
         map.nodes.get(node).cloned()
     }
 
@@ -206,6 +212,11 @@ impl MapView {
             return;
         }
         request.ask = None;
+        self.moved(redirect);
+    }
+
+    /// MOVED: the slot's master changes here at once, and the router is told.
+    pub fn moved(&mut self, redirect: &Redirect) {
         if let Some(map) = self.current.as_mut() {
             Arc::make_mut(map).moved(redirect.slot, &redirect.host, redirect.port);
         }

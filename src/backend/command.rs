@@ -125,6 +125,7 @@ pub fn encode(out: &mut Vec<u8>, request: &Request) {
             resp::command(out, &args)
         }
         Op::Publish => resp::command(out, &[b"PUBLISH", key, payload]),
+        Op::ShardPublish => resp::command(out, &[b"SPUBLISH", key, payload]),
         // The subscriber sends these itself, never through a command batch.
         Op::Subscribe => resp::command(out, &[b"SUBSCRIBE", key]),
         Op::Unsubscribe => resp::command(out, &[b"UNSUBSCRIBE", key]),
@@ -179,7 +180,10 @@ pub fn outcome(request: &Request, frame: Frame, bytes: &[u8]) -> Outcome {
         (Op::Set { .. } | Op::SetMany | Op::GroupCreate, Frame::Status(_)) => Reply::Null,
         (Op::SetIfAbsent { .. }, Frame::Status(_)) => Reply::Bool(true),
         (Op::SetIfAbsent { .. }, Frame::Nil) => Reply::Bool(false),
-        (Op::Delete | Op::Expire { .. } | Op::Publish | Op::Ack, Frame::Integer(_)) => Reply::Null,
+        (
+            Op::Delete | Op::Expire { .. } | Op::Publish | Op::ShardPublish | Op::Ack,
+            Frame::Integer(_),
+        ) => Reply::Null,
         // A part of an `mget` split by slot: each value's JSON, which the joint puts in place.
         (Op::GetMany, Frame::Array(values)) if request.joint.is_some() => {
             let mut list = Vec::with_capacity(values.len());

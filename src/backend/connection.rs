@@ -5,6 +5,7 @@
 //! once, however the connection ends.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub struct Sink {
     pub outbox: Arc<Outbox>,
     /// Calls the server refused for now (LOADING, BUSY, ...): the router retries them.
     pub refused: Option<UnboundedSender<(Request, StoreError)>>,
+    /// Shard channels the server unsubscribed of its own accord (their slot moved away).
+    pub dropped: Option<UnboundedSender<String>>,
 }
 
 /// What a request written to the connection waits for.
@@ -61,8 +64,10 @@ enum Pending {
         /// `ASKING` went before it: that reply comes first, and is dropped.
         asking: bool,
     },
-    /// A subscriber's command: SUBSCRIBE gets one confirmation per channel.
+    /// A subscriber's command: SUBSCRIBE gets one confirmation per channel, each a push of
+    /// the kind `confirmed_by` (`subscribe`, `ssubscribe`, `pong`, ...).
     Confirm {
+        confirmed_by: &'static [u8],
         remaining: usize,
         deadline: Instant,
         done: oneshot::Sender<Confirmed>,
@@ -363,9 +368,11 @@ impl Connection {
         self.encoded.clear();
         resp::command(&mut self.encoded, args);
         let (done, confirmed) = oneshot::channel();
+        let confirmed_by = confirmation_kind(args.first().copied().unwrap_or_default());
         let queued = self
             .write(|_, deadline, queue| {
                 queue.push_back(Pending::Confirm {
+                    confirmed_by,
                     remaining: confirmations,
                     deadline,
                     done,
@@ -399,37 +406,49 @@ impl Drop for Connection {
     }
 }
 
+/// The kind of push that confirms a subscriber's `command`.
+fn confirmation_kind(command: &[u8]) -> &'static [u8] {
+    match command {
+        b"SUBSCRIBE" => b"subscribe",
+        b"UNSUBSCRIBE" => b"unsubscribe",
+        b"SSUBSCRIBE" => b"ssubscribe",
+        b"SUNSUBSCRIBE" => b"sunsubscribe",
+        _ => b"pong",
+    }
+}
+
 /// What a frame on a subscriber connection is.
-enum Push {
+enum Push<'a> {
+    /// A message, of a channel (`message`) or a shard channel (`smessage`).
     Message(Event),
-    /// SUBSCRIBE's, UNSUBSCRIBE's or PING's answer.
-    Confirmation,
+    /// A subscription change or PING's answer, of this kind (`subscribe`, `pong`, ...), and
+    /// the channel it names.
+    Confirmation(&'a [u8], Option<&'a Range<usize>>),
     Other,
 }
 
-fn push_kind(frame: &Frame, bytes: &[u8]) -> Push {
+fn push_kind<'a>(frame: &'a Frame, bytes: &'a [u8]) -> Push<'a> {
     match frame {
         Frame::Array(items) => match items.as_slice() {
             [Frame::Bulk(kind), Frame::Bulk(channel), Frame::Bulk(payload)]
-                if &bytes[kind.clone()] == b"message" =>
+                if matches!(&bytes[kind.clone()], b"message" | b"smessage") =>
             {
                 Push::Message(Event::Message {
                     channel: resp::text(bytes, channel),
                     payload: resp::text(bytes, payload),
                 })
             }
-            [Frame::Bulk(kind), ..]
-                if matches!(
-                    &bytes[kind.clone()],
-                    b"subscribe" | b"unsubscribe" | b"pong"
-                ) =>
-            {
-                Push::Confirmation
+            [Frame::Bulk(kind), rest @ ..] => {
+                let channel = match rest.first() {
+                    Some(Frame::Bulk(channel)) => Some(channel),
+                    _ => None,
+                };
+                Push::Confirmation(&bytes[kind.clone()], channel)
             }
             _ => Push::Other,
         },
         // PING's answer on a connection that holds no subscription.
-        Frame::Status(_) => Push::Confirmation,
+        Frame::Status(_) => Push::Confirmation(b"pong", None),
         _ => Push::Other,
     }
 }
@@ -447,6 +466,7 @@ async fn read(
     let mut buf: Vec<u8> = Vec::new();
     let mut events = Vec::new();
     let mut refused = Vec::new();
+    let mut dropped = Vec::new();
     let mut wanted = 0;
     let timer = sleep_until(Instant::now());
     tokio::pin!(timer);
@@ -508,6 +528,7 @@ async fn read(
                     bytes,
                     &mut events,
                     &mut refused,
+                    &mut dropped,
                 )
             });
             (parsed, in_flight.queue.is_empty())
@@ -518,6 +539,12 @@ async fn read(
         if !events.is_empty() {
             outbox.push_all(events.drain(..));
         }
+        if let Some(to) = shared.sink.dropped.as_ref().filter(|_| !dropped.is_empty()) {
+            for channel in dropped.drain(..) {
+                let _ = to.send(channel);
+            }
+        }
+        dropped.clear();
         if !refused.is_empty() {
             for (_, err) in refused.iter_mut() {
                 if let Some(redirect) = err.redirect.as_mut().filter(|r| r.host.is_empty()) {
@@ -568,6 +595,7 @@ fn take(
     bytes: &[u8],
     events: &mut Vec<Event>,
     refused: &mut Vec<(Request, StoreError)>,
+    dropped: &mut Vec<String>,
 ) -> Result<(), StoreError> {
     let push = match mode {
         Mode::Subscriber => push_kind(&frame, bytes),
@@ -576,6 +604,11 @@ fn take(
     if let Push::Message(message) = push {
         events.push(message);
         return Ok(());
+    }
+    // Every shard channel unsubscribed, asked for or not (its slot moved away): the
+    // subscriber tells them apart by the channels it still wants.
+    if let Push::Confirmation(b"sunsubscribe", Some(channel)) = &push {
+        dropped.push(resp::text(bytes, channel));
     }
     match in_flight.queue.front_mut() {
         None if mode == Mode::Subscriber => Ok(()),
@@ -636,12 +669,16 @@ fn take(
                 }
             }
         }
-        Some(Pending::Confirm { remaining, .. }) => {
+        Some(Pending::Confirm {
+            confirmed_by,
+            remaining,
+            ..
+        }) => {
             let outcome = match (&frame, push) {
                 (Frame::Error(text), _) => {
                     Err(from_server_reply(&resp::text(bytes, text), Refused::Other))
                 }
-                (_, Push::Confirmation) => Ok(()),
+                (_, Push::Confirmation(kind, _)) if kind == *confirmed_by => Ok(()),
                 // A push of a kind these connections do not ask for.
                 _ => return Ok(()),
             };

@@ -346,7 +346,7 @@ impl MemoryStore {
     pub fn run(&self, caller: Caller, op: Op, key: &str, payload: &str, args: &[String]) -> Reply {
         let now = Instant::now();
         let result = match op {
-            Op::Publish => return self.publish(key, payload),
+            Op::Publish | Op::ShardPublish => return self.publish(key, payload),
             Op::Subscribe => return self.subscribe(caller.adapter, caller.outbox, key),
             Op::Unsubscribe => return self.unsubscribe(caller.adapter, key),
             Op::Get => Ok(self.get(key, now)),

@@ -4,8 +4,9 @@
 //! The Redis stack, each layer using only the ones below it:
 //! `resp` (the codec) -> `connect` (a socket that has authenticated) -> `connection` (one
 //! pipelined connection and its reader) -> `link` (one server, reconnected on demand) ->
-//! `router` (commands), `subscriber` (Pub/Sub) and `blocking` (blocking reads, each on a
-//! connection of its own). `command` is what each operation sends and
+//! `router` (commands), `subscriber` (Pub/Sub; `shards` places a cluster's shard channels
+//! on a subscriber per master) and `blocking` (blocking reads, each on a connection of its
+//! own). `command` is what each operation sends and
 //! which replies it accepts.
 
 mod blocking;
@@ -21,6 +22,7 @@ pub mod redis;
 mod resp;
 mod router;
 mod sentinel;
+mod shards;
 mod stream;
 mod subscriber;
 
@@ -113,6 +115,8 @@ pub enum Op {
     /// The payload is the group, `args` the ids.
     Ack,
     Publish,
+    /// A publish to a shard channel (`SPUBLISH`): a cluster's sharded Pub/Sub.
+    ShardPublish,
     Subscribe,
     Unsubscribe,
 }

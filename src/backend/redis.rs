@@ -16,20 +16,23 @@ use super::connection::{Mode, Sink};
 use super::link::Link;
 use super::router::Cluster;
 use super::sentinel::Switches;
-use super::{blocking, router, subscriber, Joint, Op, Request};
+use super::subscriber::Order;
+use super::{blocking, router, shards, subscriber, Joint, Op, Request};
 use crate::bridge::Outbox;
 use crate::error::{ErrorCode, StoreError};
 use crate::options::{RedisOptions, Timeouts};
 
 pub struct RedisBackend {
     commands: UnboundedSender<Request>,
-    subscriptions: UnboundedSender<Request>,
+    subscriptions: UnboundedSender<Order>,
     blocking_reads: UnboundedSender<Request>,
     /// Dropped to end the blocking reads at once, before the adapter's other calls settle.
     stop_blocking_reads: RefCell<Option<oneshot::Sender<()>>>,
     timeouts: Timeouts,
     /// A cluster: calls of several keys are split by slot, scan cursors name a node.
     cluster: bool,
+    /// Publishes go to shard channels (SPUBLISH).
+    sharded_pubsub: bool,
     submitted: Cell<u64>,
     /// Under Sentinel, keeps the sentinel watcher going while the adapter lives.
     _switches: Switches,
@@ -53,10 +56,13 @@ impl RedisBackend {
         let command_sink = Sink {
             outbox: outbox.clone(),
             refused: Some(refused),
+            dropped: None,
         };
         // A cluster's masters get links as the slot map names them; one server has one. The
         // blocking reads go by the router's slot map.
-        let (command_links, cluster, blocking_servers, subscriber_connector) =
+        // Pub/Sub: one subscriber (on any node of a cluster), or a cluster's shard channels
+        // placed on a subscriber per master.
+        let (command_links, cluster, blocking_servers, (subscriber_connector, shard_map)) =
             match &options.cluster {
                 Some(nodes) => {
                     let seeds = nodes
@@ -75,11 +81,12 @@ impl RedisBackend {
                     );
                     let subscriber = Arc::new(connector.to_any_node(map.clone()));
                     let view = MapView::new(connector.clone(), map, stale);
+                    let shards = options.sharded_pubsub.then(|| view.clone());
                     (
                         Vec::new(),
                         Some(cluster),
                         blocking::Servers::Cluster(view),
-                        subscriber,
+                        (subscriber, shards),
                     )
                 }
                 None => {
@@ -88,7 +95,7 @@ impl RedisBackend {
                         vec![link],
                         None,
                         blocking::Servers::One(connector.clone()),
-                        connector.clone(),
+                        (connector.clone(), None),
                     )
                 }
             };
@@ -107,6 +114,7 @@ impl RedisBackend {
             Sink {
                 outbox: outbox.clone(),
                 refused: None,
+                dropped: None,
             },
         );
         runtime.spawn(router::serve(
@@ -117,11 +125,15 @@ impl RedisBackend {
             refused_queue,
             outbox.clone(),
         ));
-        runtime.spawn(subscriber::serve(
-            subscriber_link,
-            subscription_queue,
-            outbox,
-        ));
+        match shard_map {
+            Some(map) => runtime.spawn(shards::serve(map, timeouts, subscription_queue, outbox)),
+            None => runtime.spawn(subscriber::serve(
+                subscriber_link,
+                None,
+                subscription_queue,
+                outbox,
+            )),
+        };
         Ok(RedisBackend {
             commands,
             subscriptions,
@@ -129,6 +141,7 @@ impl RedisBackend {
             stop_blocking_reads: RefCell::new(Some(stop_blocking_reads)),
             timeouts,
             cluster: options.cluster.is_some(),
+            sharded_pubsub: options.cluster.is_some() && options.sharded_pubsub,
             submitted: Cell::new(0),
             _switches: switches,
         })
@@ -147,9 +160,12 @@ impl RedisBackend {
         args: Vec<String>,
     ) -> Result<(), StoreError> {
         let queue = match op {
-            Op::Subscribe | Op::Unsubscribe => &self.subscriptions,
             Op::GroupRead { block: Some(_), .. } => &self.blocking_reads,
             _ => &self.commands,
+        };
+        let op = match op {
+            Op::Publish if self.sharded_pubsub => Op::ShardPublish,
+            op => op,
         };
         // In a cluster a cursor names the master it is on: `<node id>:<cursor>`.
         let cursor = match (op, self.cluster) {
@@ -250,9 +266,12 @@ impl RedisBackend {
             }
             return Ok(());
         }
-        queue
-            .send(request(op, key.to_owned(), payload.to_owned(), args, None))
-            .map_err(|_| StoreError::closed())
+        let sent = request(op, key.to_owned(), payload.to_owned(), args, None);
+        let sent = match op {
+            Op::Subscribe | Op::Unsubscribe => self.subscriptions.send(Order::Call(sent)).is_ok(),
+            _ => queue.send(sent).is_ok(),
+        };
+        sent.then_some(()).ok_or_else(StoreError::closed)
     }
 }
 

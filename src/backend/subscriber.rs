@@ -2,20 +2,26 @@
 //! subscriber connection is built from it, and made again (with backoff) whenever it is lost
 //! or the server refuses it for now. A channel is given up only when the server refuses it
 //! for good (NOPERM); JS is then told to forget it too.
+//!
+//! In a cluster's sharded mode there is one such subscriber per master, for the shard
+//! channels of its slots (`SSUBSCRIBE`), and `shards` hands each its channels; a channel
+//! whose slot the master no longer serves (its `-MOVED`, or the `sunsubscribe` it pushes) is
+//! handed back to be subscribed where the slot went.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::{timeout_at, Instant};
 
+use super::cluster;
 use super::connection::Confirmed;
 use super::link::{backoff, Link};
 use super::sentinel::{next_switch, Switches};
 use super::{Op, Request};
 use crate::bridge::{Event, Outbox, Reply};
-use crate::error::{ErrorCode, StoreError};
+use crate::error::{ErrorCode, Redirect, StoreError};
 
 /// How often a subscriber connection is checked with a PING: the command timeout, within these.
 const MIN_PING_EVERY: Duration = Duration::from_secs(1);
@@ -24,8 +30,95 @@ const MAX_PING_EVERY: Duration = Duration::from_secs(30);
 /// microseconds of each other.
 const GATHER: Duration = Duration::from_micros(200);
 
+/// What a subscriber is told to do.
+// Nearly every order is a call: boxing it would cost an allocation each to save space on the
+// rare others.
+#[allow(clippy::large_enum_variant)]
+pub enum Order {
+    /// A call of JS's: subscribe or unsubscribe a channel.
+    Call(Request),
+    /// Sharded mode: shard channels that moved to this master, to subscribe here.
+    Adopt(Vec<String>),
+    /// Sharded mode: shard channels that moved away, to unsubscribe here.
+    Release(Vec<String>),
+}
+
+/// Classic channels, or a cluster's shard channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    Classic,
+    Sharded,
+}
+
+impl Channels {
+    fn subscribe(self) -> &'static [u8] {
+        match self {
+            Channels::Classic => b"SUBSCRIBE",
+            Channels::Sharded => b"SSUBSCRIBE",
+        }
+    }
+
+    fn unsubscribe(self) -> &'static [u8] {
+        match self {
+            Channels::Classic => b"UNSUBSCRIBE",
+            Channels::Sharded => b"SUNSUBSCRIBE",
+        }
+    }
+
+    /// The channels as one command takes them: all at once, or (shard channels) those of
+    /// each slot together.
+    fn groups(self, channels: Vec<String>) -> Vec<Vec<String>> {
+        self.grouped(channels, |channel| channel.as_str())
+    }
+
+    /// Subscribe calls grouped as `groups` groups their channels.
+    fn groups_of(self, requests: Vec<Request>) -> Vec<Vec<Request>> {
+        self.grouped(requests, |request| request.key.as_str())
+    }
+
+    fn grouped<T>(self, items: Vec<T>, channel: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+        match self {
+            Channels::Classic if items.is_empty() => Vec::new(),
+            Channels::Classic => vec![items],
+            Channels::Sharded => {
+                let mut groups: Vec<(u16, Vec<T>)> = Vec::new();
+                for item in items {
+                    let slot = cluster::slot(channel(&item).as_bytes());
+                    match groups.iter_mut().find(|(s, _)| *s == slot) {
+                        Some((_, group)) => group.push(item),
+                        None => groups.push((slot, vec![item])),
+                    }
+                }
+                groups.into_iter().map(|(_, group)| group).collect()
+            }
+        }
+    }
+}
+
+/// What a master's shard subscriber hands back: channels its master no longer serves.
+pub enum Handback {
+    /// A subscribe refused with `-MOVED`/`-ASK`: the call (none when the channel was
+    /// adopted), its channel, and where the server said to go.
+    Redirected(Option<Box<Request>>, String, Redirect),
+    /// A shard channel the master unsubscribed on its own: its slot moved away.
+    Dropped(String),
+    /// A shard channel not subscribed after all: its call failed, or it was given up.
+    Refused(String),
+    /// The master could not be reached: the slot map may name another for its slots.
+    Unreachable,
+}
+
+/// Sharded mode: where a master's subscriber hands channels back.
+pub struct Shard {
+    pub handback: UnboundedSender<Handback>,
+    /// Shard channels the server unsubscribed on its own, as the connection reads them.
+    pub dropped: UnboundedReceiver<String>,
+}
+
 struct Subscriber {
     link: Link,
+    kind: Channels,
+    shard: Option<Shard>,
     /// Under Sentinel, the masters announced.
     switches: Switches,
     outbox: Arc<Outbox>,
@@ -37,7 +130,12 @@ struct Subscriber {
     moved: bool,
 }
 
-pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Arc<Outbox>) {
+pub async fn serve(
+    link: Link,
+    shard: Option<Shard>,
+    mut queue: UnboundedReceiver<Order>,
+    outbox: Arc<Outbox>,
+) {
     // A connection that went silent without closing shows up as an unanswered PING.
     let every = link.timeouts.command.clamp(MIN_PING_EVERY, MAX_PING_EVERY);
     let mut health = tokio::time::interval(every);
@@ -45,13 +143,19 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
     let mut subscriber = Subscriber {
         switches: link.switches(),
         link,
+        kind: if shard.is_some() {
+            Channels::Sharded
+        } else {
+            Channels::Classic
+        },
+        shard,
         outbox,
         channels: HashSet::new(),
         in_outage: false,
         moved: false,
     };
-    // A request taken off the queue while gathering subscribes, handled next.
-    let mut held_back: Option<Request> = None;
+    // An order taken off the queue while gathering subscribes, handled next.
+    let mut held_back: Option<Order> = None;
     loop {
         if subscriber
             .link
@@ -75,16 +179,16 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
             }
         };
         tokio::select! {
-            request = next_request(&mut queue, &mut held_back) => {
-                let Some(request) = request else { break };
-                if request.op == Op::Subscribe {
+            order = next_order(&mut queue, &mut held_back) => match order {
+                None => break,
+                Some(Order::Call(request)) if request.op == Op::Subscribe => {
                     // Subscribes submitted together go in one command, so none waits out
                     // another's refusals in turn.
                     let mut batch = vec![request];
                     let mut gather_until = std::time::Instant::now() + GATHER;
                     while std::time::Instant::now() < gather_until {
                         match queue.try_recv() {
-                            Ok(next) if next.op == Op::Subscribe => {
+                            Ok(Order::Call(next)) if next.op == Op::Subscribe => {
                                 batch.push(next);
                                 gather_until = std::time::Instant::now() + GATHER;
                             }
@@ -96,9 +200,18 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
                         }
                     }
                     subscriber.subscribe(batch).await;
-                } else {
-                    let reply = subscriber.unsubscribe(&request.key).await;
-                    subscriber.outbox.complete(request.id, reply.into());
+                }
+                Some(Order::Call(request)) => {
+                    subscriber.unsubscribe(std::slice::from_ref(&request.key)).await;
+                    subscriber.outbox.complete(request.id, Reply::Null);
+                }
+                Some(Order::Adopt(channels)) => subscriber.adopt(channels).await,
+                Some(Order::Release(channels)) => subscriber.unsubscribe(&channels).await,
+            },
+            // Sharded mode: the master let go of a shard channel (its slot moved away).
+            Some(channel) = dropped_channel(&mut subscriber.shard) => {
+                if subscriber.channels.remove(&channel) {
+                    subscriber.hand_back(Handback::Dropped(channel));
                 }
             }
             _ = ended, if live => {}
@@ -114,7 +227,7 @@ pub async fn serve(link: Link, mut queue: UnboundedReceiver<Request>, outbox: Ar
                     Ok(()) => {
                         let _ = subscriber.restore().await;
                     }
-                    Err(_) => {}
+                    Err(_) => subscriber.hand_back(Handback::Unreachable),
                 }
             }
             _ = health.tick(), if live => subscriber.check_health().await,
@@ -132,6 +245,13 @@ impl Subscriber {
         for request in known {
             self.outbox.complete(request.id, Reply::Null);
         }
+        for group in self.kind.groups_of(requests) {
+            self.subscribe_group(group).await;
+        }
+    }
+
+    /// Subscribes channels one command can take together.
+    async fn subscribe_group(&mut self, requests: Vec<Request>) {
         let outcome = match requests.as_slice() {
             [] => return,
             all => self.subscribe_channels(all).await,
@@ -159,9 +279,65 @@ impl Subscriber {
                 self.channels.insert(request.key);
                 Reply::Null
             }
-            Err(err) => Reply::Error(err),
+            // Sharded mode: another master serves the channel's slot.
+            Err(StoreError {
+                redirect: Some(redirect),
+                ..
+            }) if self.shard.is_some() => {
+                let channel = request.key.clone();
+                self.hand_back(Handback::Redirected(
+                    Some(Box::new(request)),
+                    channel,
+                    *redirect,
+                ));
+                return;
+            }
+            Err(err) => {
+                self.hand_back(Handback::Refused(request.key.clone()));
+                Reply::Error(err)
+            }
         };
         self.outbox.complete(request.id, reply);
+    }
+
+    fn hand_back(&self, handback: Handback) {
+        if let Some(shard) = &self.shard {
+            let _ = shard.handback.send(handback);
+        }
+    }
+
+    /// Sharded mode: shard channels that moved here are subscribed (by `restore` once
+    /// connected, when not connected now).
+    async fn adopt(&mut self, channels: Vec<String>) {
+        let new: Vec<String> = channels
+            .into_iter()
+            .filter(|channel| self.channels.insert(channel.clone()))
+            .collect();
+        if self.link.usable().is_none() {
+            return;
+        }
+        for group in self.kind.groups(new) {
+            let mut args: Vec<&[u8]> = vec![self.kind.subscribe()];
+            args.extend(group.iter().map(|c| c.as_bytes()));
+            match self.request(&args, group.len()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(StoreError {
+                    redirect: Some(redirect),
+                    ..
+                })) => {
+                    for channel in group {
+                        self.channels.remove(&channel);
+                        self.hand_back(Handback::Redirected(None, channel, (*redirect).clone()));
+                    }
+                }
+                // Refused for now, or no answer: subscribed again with the others once the
+                // connection is made again.
+                _ => {
+                    self.lost("a shard channel that moved here was not subscribed");
+                    return;
+                }
+            }
+        }
     }
 
     /// One SUBSCRIBE for every channel of `requests`, on a connection made if needed, retried
@@ -169,7 +345,7 @@ impl Subscriber {
     async fn subscribe_channels(&mut self, requests: &[Request]) -> Result<(), StoreError> {
         let wait_until = requests.iter().map(|r| r.wait_until).min();
         let wait_until = wait_until.unwrap_or_else(Instant::now);
-        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        let mut args: Vec<&[u8]> = vec![self.kind.subscribe()];
         args.extend(requests.iter().map(|r| r.key.as_bytes()));
         let mut first_written = None;
         let mut refusals = 0;
@@ -215,6 +391,8 @@ impl Subscriber {
             let written = *first_written.get_or_insert_with(Instant::now);
             match self.request(&args, requests.len()).await {
                 Ok(Ok(())) => return Ok(()),
+                // Sharded mode: another master serves the slot.
+                Ok(Err(refusal)) if refusal.redirect.is_some() => return Err(refusal),
                 // Refused for now: again after a backoff, within the call's deadline.
                 Ok(Err(refusal)) if refusal.retryable => {
                     let now = Instant::now();
@@ -240,23 +418,33 @@ impl Subscriber {
         }
     }
 
-    async fn unsubscribe(&mut self, channel: &str) -> Result<Reply, StoreError> {
-        self.channels.remove(channel);
-        if self.link.usable().is_some() {
+    async fn unsubscribe(&mut self, channels: &[String]) {
+        for channel in channels {
+            self.channels.remove(channel);
+        }
+        if self.link.usable().is_none() {
+            return;
+        }
+        if self.channels.is_empty() {
+            // Nothing left to listen to: closing the connection unsubscribes everything.
+            self.link.discard();
+            return;
+        }
+        for group in self.kind.groups(channels.to_vec()) {
             // Confirmed before the call resolves, so the server shows it gone by then.
-            let confirmed = self.request(&[b"UNSUBSCRIBE", channel.as_bytes()], 1).await;
+            let mut args: Vec<&[u8]> = vec![self.kind.unsubscribe()];
+            args.extend(group.iter().map(|c| c.as_bytes()));
+            let confirmed = self.request(&args, group.len()).await;
             let moved = std::mem::take(&mut self.moved);
-            // Nothing left to listen to: close the connection. No reply: close it too, which
-            // drops any subscription the server still has on it, and get the others back.
-            // Refused (BUSY, say): the same, since the server may still hold the channel.
-            // The master moved: that connection is gone already.
-            if self.channels.is_empty() {
-                self.link.discard();
-            } else if !moved && !matches!(confirmed, Ok(Ok(()))) {
+            // No reply: close the connection, which drops any subscription the server still
+            // has on it, and get the others back. Refused (BUSY, say): the same, since the
+            // server may still hold the channel. The master moved: that connection is gone
+            // already.
+            if !moved && !matches!(confirmed, Ok(Ok(()))) {
                 self.lost("UNSUBSCRIBE was not confirmed");
+                return;
             }
         }
-        Ok(Reply::Null)
     }
 
     /// Any reply proves the connection alive, a refusal included (a server that is loading,
@@ -306,6 +494,7 @@ impl Subscriber {
     /// The connection is gone: report it once per outage, then reconnect with backoff.
     fn lost(&mut self, why: &str) {
         self.link.discard();
+        self.hand_back(Handback::Unreachable);
         if self.channels.is_empty() || self.in_outage {
             return;
         }
@@ -331,14 +520,35 @@ impl Subscriber {
             self.in_outage = false;
             return Ok(());
         }
-        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-        args.extend(channels.iter().map(|c| c.as_bytes()));
-        let mut outcome = self.request(&args, channels.len()).await;
+        let mut outcome = Ok(Ok(()));
         let mut given_up = Vec::new();
-        if matches!(&outcome, Ok(Err(refusal)) if refused_for_good(refusal)) {
-            outcome = Ok(Ok(()));
-            for channel in channels {
-                match self.request(&[b"SUBSCRIBE", channel.as_bytes()], 1).await {
+        for group in self.kind.groups(channels) {
+            let mut args: Vec<&[u8]> = vec![self.kind.subscribe()];
+            args.extend(group.iter().map(|c| c.as_bytes()));
+            match self.request(&args, group.len()).await {
+                Ok(Ok(())) => continue,
+                // Sharded mode: the slot is served elsewhere now.
+                Ok(Err(StoreError {
+                    redirect: Some(redirect),
+                    ..
+                })) => {
+                    for channel in group {
+                        self.channels.remove(&channel);
+                        self.hand_back(Handback::Redirected(None, channel, (*redirect).clone()));
+                    }
+                    continue;
+                }
+                Ok(Err(refusal)) if refused_for_good(&refusal) => {}
+                other => {
+                    outcome = other;
+                    break;
+                }
+            }
+            for channel in group {
+                match self
+                    .request(&[self.kind.subscribe(), channel.as_bytes()], 1)
+                    .await
+                {
                     Ok(Err(refusal)) if refused_for_good(&refusal) => {
                         given_up.push((channel, refusal))
                     }
@@ -348,6 +558,9 @@ impl Subscriber {
                         break;
                     }
                 }
+            }
+            if !matches!(outcome, Ok(Ok(()))) {
+                break;
             }
         }
         for (channel, refusal) in given_up {
@@ -384,6 +597,7 @@ impl Subscriber {
     /// The server will never take this channel: JS forgets it too, then hears why.
     fn forget(&mut self, channel: &str, refusal: StoreError) {
         self.channels.remove(channel);
+        self.hand_back(Handback::Refused(channel.to_owned()));
         self.outbox.push_all([Event::Failure(StoreError {
             message: format!("no longer subscribed to {channel:?}: {}", refusal.message),
             channel: Some(channel.to_owned()),
@@ -392,14 +606,22 @@ impl Subscriber {
     }
 }
 
-/// The request held back while gathering a batch, else the next one queued.
-async fn next_request(
-    queue: &mut UnboundedReceiver<Request>,
-    held_back: &mut Option<Request>,
-) -> Option<Request> {
+/// The order held back while gathering a batch, else the next one queued.
+async fn next_order(
+    queue: &mut UnboundedReceiver<Order>,
+    held_back: &mut Option<Order>,
+) -> Option<Order> {
     match held_back.take() {
-        Some(request) => Some(request),
+        Some(order) => Some(order),
         None => queue.recv().await,
+    }
+}
+
+/// Sharded mode: the next shard channel the server unsubscribed on its own.
+async fn dropped_channel(shard: &mut Option<Shard>) -> Option<String> {
+    match shard {
+        Some(shard) => shard.dropped.recv().await,
+        None => std::future::pending().await,
     }
 }
 
