@@ -177,6 +177,21 @@ export interface SentinelOptions {
   password?: string
 }
 
+export interface ClusterOptions {
+  /** Any of the cluster's nodes; the others are found from the slot map. */
+  nodes: Array<string | { host: string; port?: number }>
+  /**
+   * The addresses the nodes announce (`'host:port'`, as in `CLUSTER SLOTS` and `MOVED`) mapped
+   * to where this process reaches them, for nodes behind NAT or in containers.
+   */
+  natMap?: Record<string, { host: string; port: number }>
+  /**
+   * `'classic'` (default): SUBSCRIBE/PUBLISH, on one connection to any node. `'sharded'`:
+   * SSUBSCRIBE/SPUBLISH on the master of each channel's slot, following the slot as it moves.
+   */
+  pubsub?: 'classic' | 'sharded'
+}
+
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host[:port][/db]`, `rediss://…`, `unix:///path` or `redis+unix:///path`. */
   url?: string
@@ -194,10 +209,9 @@ export interface RedisStoreOptions {
   commandTimeout?: number
   /**
    * Redis Cluster: any of its nodes, as `redis://host:port` (`rediss://` turns TLS on for all),
-   * `host:port` or `{ host, port }`. Not with `url`, `host`, `port` or a `db` other than 0. In
-   * this release `pubsub: 'sharded'` and `natMap` are refused.
+   * `host:port` or `{ host, port }`. Not with `url`, `host`, `port` or a `db` other than 0.
    */
-  cluster?: { nodes: Array<string | { host: string; port?: number }>; pubsub?: 'classic' }
+  cluster?: ClusterOptions
   /**
    * Find the master through Redis Sentinel and follow its failovers. Not with `url`, `host`,
    * `port` or `cluster`; the top-level `username`, `password`, `db` and `tls` are the data

@@ -205,7 +205,9 @@ function natMapOption(natMap) {
     if (!isPlainObject(to)) throw invalidArgument(`${where} must map to { host, port }`)
     checkKnown(to, new Set(['host', 'port']), where)
     if (typeof to.host !== 'string' || to.host === '') throw invalidArgument(`${where}: "host" must be a non-empty string`)
-    return { from, host: to.host, port: integerIn(to.port, `port of ${where}`, 1, 65535) }
+    // As CLUSTER SLOTS and MOVED write it: no brackets around an IPv6 address, no leading zeros.
+    const announced = `${from.slice(0, colon).replace(/^\[(.*)\]$/, '$1')}:${port}`
+    return { from: announced, host: to.host, port: integerIn(to.port, `port of ${where}`, 1, 65535) }
   })
 }
 

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::cluster::{MapView, MAX_REDIRECTS};
-use super::connect::Connector;
+use super::connect::{Connector, Endpoint};
 use super::connection::{Connection, Mode, Sink};
 use super::link::backoff;
 use super::sentinel::{next_switch, Switch, Switches};
@@ -27,10 +27,6 @@ use crate::options::Timeouts;
 
 /// A connection unused this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
-
-/// A cluster node that could not be reached is tried again after this long, at the master
-/// the slot map names then.
-const UNREACHABLE_RETRY: Duration = Duration::from_millis(100);
 
 /// Where the reads go.
 pub enum Servers {
@@ -62,6 +58,14 @@ impl Servers {
                 }),
                 None,
             ) => connector.clone(),
+        }
+    }
+
+    /// In a cluster, a view of the map for a lent read to watch.
+    fn view(&self) -> Option<MapView> {
+        match self {
+            Servers::One(_) => None,
+            Servers::Cluster(view) => Some(view.clone()),
         }
     }
 
@@ -130,7 +134,12 @@ pub async fn serve(
             match usable {
                 Some(at) => {
                     let (connection, _) = idle.remove(at);
-                    lent.spawn(read(connection, request, servers.template().switches()));
+                    lent.spawn(read(
+                        connection,
+                        request,
+                        servers.template().switches(),
+                        servers.view(),
+                    ));
                 }
                 // A read's reply reaches JS only after its connection's task is woken to
                 // give it back, so a read JS makes at once finds that task ready to run: let
@@ -157,7 +166,7 @@ pub async fn serve(
                     }
                     lent.spawn(open_and_read(
                         servers.connector(node.as_ref()),
-                        matches!(servers, Servers::Cluster(_)),
+                        servers.view(),
                         timeouts,
                         sink.clone(),
                         request,
@@ -176,8 +185,13 @@ pub async fn serve(
             // The adapter is closing (or gone): JS has rejected the reads.
             _ = &mut stop => break,
             Some(returned) = lent.join_next() => take_back(returned, &mut idle, &mut waiting, &mut delayed, &servers, &outbox),
-            // A cluster's slot map read anew: reads waiting for it may go.
-            _ = servers.changed() => {}
+            // A cluster's slot map read anew: reads waiting for it may go, and idle
+            // connections to nodes that serve no slots now close.
+            _ = servers.changed() => {
+                if let Servers::Cluster(view) = &servers {
+                    idle.retain(|(connection, _)| view.serves(connection.endpoint()));
+                }
+            }
             Some(Ok(request)) = delayed.join_next() => waiting.push_back(request),
             // Under Sentinel: idle connections to the old master close (lent ones end their
             // reads themselves).
@@ -200,6 +214,16 @@ pub async fn serve(
                         waiting.push_back(request);
                     }
                 }
+                // UNBLOCKED: its node was demoted, or its stream's slot left it; it took nothing.
+                (None, Servers::Cluster(_)) if err.message.starts_with("UNBLOCKED") => {
+                    request.redirects += 1;
+                    if request.redirects > MAX_REDIRECTS {
+                        outbox.push_all(request.settled(Reply::Error(err)));
+                    } else {
+                        request.wait_until = request.wait_until.max(Instant::now() + timeouts.connect);
+                        retry_elsewhere(request, err, &mut delayed, &servers, &outbox);
+                    }
+                }
                 _ => match request.hold(err, timeouts.command) {
                 Ok(at) => {
                     delayed.spawn(async move {
@@ -217,8 +241,23 @@ pub async fn serve(
                 let (expired, kept) = waiting.drain(..).partition(|r| r.wait_until <= now);
                 waiting = kept;
                 let err = pool_full(limit, timeouts.connect);
-                outbox.push_all(expired.into_iter().filter_map(|request: Request| {
-                    let err = request.refused.clone().unwrap_or_else(|| err.clone());
+                let expired: VecDeque<Request> = expired;
+                let failures: Vec<_> = expired
+                    .into_iter()
+                    .map(|request| {
+                        let unrouted = servers.destination(&request).is_none();
+                        let err = match (&request.refused, &servers) {
+                            (Some(refused), _) => refused.clone(),
+                            // No node to send it to: that is why it waited, not the pool.
+                            (None, Servers::Cluster(view)) if unrouted => {
+                                view.unrouted(&request.key, timeouts.connect)
+                            }
+                            (None, _) => err.clone(),
+                        };
+                        (request, err)
+                    })
+                    .collect();
+                outbox.push_all(failures.into_iter().filter_map(|(request, err)| {
                     request.settled(Reply::Error(err))
                 }));
             }
@@ -243,25 +282,46 @@ fn take_back(
         Ok(Returned::Connection(None)) | Err(_) => {}
         Ok(Returned::Unsent(request)) => waiting.push_front(request),
         Ok(Returned::Unreachable(request, err)) => {
-            if let Servers::Cluster(view) = servers {
-                view.unreachable();
-            }
-            if Instant::now() + UNREACHABLE_RETRY < request.wait_until {
-                delayed.spawn(async move {
-                    sleep(UNREACHABLE_RETRY).await;
-                    request
-                });
-            } else {
-                outbox.push_all(request.settled(Reply::Error(err)));
-            }
+            retry_elsewhere(request, err, delayed, servers, outbox)
         }
+    }
+}
+
+/// A cluster's read that did not run where it went: it goes where the slot map says after a
+/// backoff (the router reads the map again meanwhile), or fails with `err` past its wait.
+fn retry_elsewhere(
+    mut request: Request,
+    err: StoreError,
+    delayed: &mut JoinSet<Request>,
+    servers: &Servers,
+    outbox: &Outbox,
+) {
+    if let Servers::Cluster(view) = servers {
+        view.unreachable();
+    }
+    let wait = backoff(request.refusals);
+    if Instant::now() + wait < request.wait_until {
+        request.refusals += 1;
+        delayed.spawn(async move {
+            sleep(wait).await;
+            request
+        });
+    } else {
+        outbox.push_all(request.settled(Reply::Error(err)));
     }
 }
 
 /// Sends the read on `connection` and gives the connection back once it is answered. Under
 /// Sentinel, a read waiting on a master that has been failed over ends at once: no entry will
-/// come to it there.
-async fn read(mut connection: Connection, request: Request, mut switches: Switches) -> Returned {
+/// come to it there; so does one in a cluster once the slot map names another master for
+/// its stream (a hung master never answers).
+async fn read(
+    mut connection: Connection,
+    request: Request,
+    mut switches: Switches,
+    mut cluster: Option<MapView>,
+) -> Returned {
+    let key = request.key.clone();
     let mut batch = vec![request];
     if connection.send_calls(&mut batch).await.is_err() {
         return match batch.pop() {
@@ -280,9 +340,44 @@ async fn read(mut connection: Connection, request: Request, mut switches: Switch
                     return Returned::Connection(None);
                 }
             }
+            owner = slot_moved(&mut cluster, connection.endpoint(), &key) => {
+                connection.abort(StoreError {
+                    retryable: true,
+                    ..StoreError::new(
+                        ErrorCode::Connection,
+                        format!(
+                            "{}: the cluster moved this stream's slot to {}:{} while the blocking \
+                             read waited; it may have taken entries there",
+                            connection.endpoint().describe(),
+                            owner.0,
+                            owner.1
+                        ),
+                    )
+                });
+                return Returned::Connection(None);
+            }
         }
     }
     Returned::Connection(connection.is_usable().then_some(connection))
+}
+
+/// In a cluster, once the slot map names a master other than `endpoint` for `key`'s slot.
+async fn slot_moved(
+    cluster: &mut Option<MapView>,
+    endpoint: &Endpoint,
+    key: &str,
+) -> (String, u16) {
+    let Some(view) = cluster else {
+        return std::future::pending().await;
+    };
+    loop {
+        view.changed().await;
+        if let Some(owner) = view.master_of(key) {
+            if !endpoint.is_at(&owner.0, owner.1) {
+                return owner;
+            }
+        }
+    }
 }
 
 fn moved(from: &str, switch: &Switch) -> StoreError {
@@ -305,7 +400,7 @@ fn moved(from: &str, switch: &Switch) -> StoreError {
 /// cannot be reached is given back, for the read to go where the slot map says next.
 async fn open_and_read(
     connector: Arc<Connector>,
-    in_cluster: bool,
+    cluster: Option<MapView>,
     timeouts: Timeouts,
     sink: Sink,
     request: Request,
@@ -332,9 +427,9 @@ async fn open_and_read(
             Ok((stream, endpoint)) => {
                 let connection =
                     Connection::open(stream, Mode::Blocking, sink, timeouts.command, endpoint);
-                return read(connection, request, switches).await;
+                return read(connection, request, switches, cluster).await;
             }
-            Err(err) if in_cluster && err.code == ErrorCode::Connection => {
+            Err(err) if cluster.is_some() && err.code == ErrorCode::Connection => {
                 return Returned::Unreachable(request, err)
             }
             Err(err)

@@ -3,13 +3,14 @@
 //! it is read from whichever known node answers first, within one `connectTimeout`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-use super::connect::{ask_by, Connector};
+use super::connect::{ask_by, Connector, Endpoint};
 use super::resp::{self, Frame};
 use super::Request;
 use crate::error::{ErrorCode, Redirect, StoreError};
@@ -93,29 +94,34 @@ impl SlotMap {
         serving
     }
 
-    /// A MOVED reply: this slot is now served by that node.
-    pub fn moved(&mut self, slot: u16, host: &str, port: u16) -> usize {
-        let node = self.node_index(host, port);
-        self.owners[slot as usize] = Some(node as u16);
-        node
+    /// A MOVED reply: this slot is now served by that node. Whether that changed the map.
+    pub fn moved(&mut self, slot: u16, host: &str, port: u16) -> bool {
+        let node = Some(self.node_index(host, port) as u16);
+        let changed = self.owners[slot as usize] != node;
+        self.owners[slot as usize] = node;
+        changed
     }
 
     /// Takes the owners of a map read afresh, keeping the index of every node known (links
-    /// are kept by it), and adding the new ones.
-    pub fn adopt(&mut self, fresh: SlotMap) {
+    /// are kept by it), and adding the new ones. Whether any slot changed master.
+    pub fn adopt(&mut self, fresh: SlotMap) -> bool {
         let indexes: Vec<u16> = fresh
             .nodes
             .iter()
             .map(|(host, port)| self.node_index(host, *port) as u16)
             .collect();
+        let mut changed = false;
         for (owner, fresh) in self.owners.iter_mut().zip(fresh.owners.iter()) {
-            *owner = fresh.map(|node| indexes[usize::from(node)]);
+            let fresh = fresh.map(|node| indexes[usize::from(node)]);
+            changed |= *owner != fresh;
+            *owner = fresh;
         }
         for (i, id) in fresh.ids.into_iter().enumerate() {
             if let (Some(id), Some(&node)) = (id, indexes.get(i)) {
                 self.ids[usize::from(node)] = Some(id);
             }
         }
+        changed
     }
 
     /// Reads `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`. A
@@ -202,6 +208,33 @@ impl MapView {
         let map = self.current.as_deref()?;
         let node = map.owner(slot(key.as_bytes()))?;
         map.nodes.get(node).cloned()
+    }
+
+    /// Whether the node `endpoint` reaches serves slots now, as far as the map says.
+    pub fn serves(&self, endpoint: &Endpoint) -> bool {
+        self.current.as_deref().is_none_or(|map| {
+            map.serving()
+                .iter()
+                .any(|(host, port)| endpoint.is_at(host, *port))
+        })
+    }
+
+    /// Why a call for `key` found no node within `waited`.
+    pub fn unrouted(&self, key: &str, waited: Duration) -> StoreError {
+        StoreError::new(
+            ErrorCode::Connection,
+            match &self.current {
+                Some(_) => format!(
+                    "no master serves slot {} (the cluster is down there, or resharding) within connectTimeout ({} ms)",
+                    slot(key.as_bytes()),
+                    waited.as_millis()
+                ),
+                None => format!(
+                    "no connection within connectTimeout ({} ms): the slot map could not be read yet",
+                    waited.as_millis()
+                ),
+            },
+        )
     }
 
     /// A redirection of one of its reads: MOVED changes the slot's master here at once and

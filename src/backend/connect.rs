@@ -3,9 +3,11 @@
 //! commands (and for discovery commands, which need no pipeline).
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,10 +17,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
 use super::cluster::MapReceiver;
+use super::connection::lock;
 use super::resp::{self, Frame, Parsed};
 use super::sentinel::{Sentinels, Switches};
 use crate::error::{from_server_reply, Cause, ErrorCode, Refused, StoreError};
@@ -70,12 +73,13 @@ enum Route {
     /// One server, always the same.
     Fixed(Target, Arc<Endpoint>),
     /// Any node of a cluster that can be reached, for classic Pub/Sub: the masters of the
-    /// router's slot map once it is read, and the seeds. Each attempt starts after the node
-    /// the last one reached, so a node just lost is tried last.
+    /// router's slot map once it is read, and the seeds; the node the last attempt reached
+    /// last, since it may be the one just lost.
     AnyNode {
         seeds: Vec<(String, u16)>,
         map: Option<MapReceiver>,
-        next: AtomicUsize,
+        /// The node the last attempt reached.
+        last: Mutex<Option<(String, u16)>>,
     },
     /// The master the sentinels name at each attempt.
     Sentinel(Arc<Sentinels>),
@@ -131,7 +135,7 @@ impl Connector {
                     .map(|node| (node.host.clone(), node.port as u16))
                     .collect(),
                 map: None,
-                next: AtomicUsize::new(0),
+                last: Mutex::new(None),
             },
             (Some(sentinel), None) => {
                 // A server the sentinels name is served only once it says it is the master.
@@ -205,7 +209,7 @@ impl Connector {
         self.with_route(Route::AnyNode {
             seeds,
             map: Some(map),
-            next: AtomicUsize::new(0),
+            last: Mutex::new(None),
         })
     }
 
@@ -265,7 +269,7 @@ impl Connector {
         let deadline = Instant::now() + limit;
         let (target, endpoint) = match &self.route {
             Route::Fixed(target, endpoint) => (target.clone(), endpoint.clone()),
-            Route::AnyNode { seeds, map, next } => {
+            Route::AnyNode { seeds, map, last } => {
                 let mut nodes: Vec<(String, u16)> = map
                     .as_ref()
                     .and_then(|map| map.borrow().as_ref().map(|map| map.serving()))
@@ -275,29 +279,14 @@ impl Connector {
                         nodes.push(seed.clone());
                     }
                 }
-                let start = next.load(Ordering::Relaxed);
-                let mut failures = Vec::new();
-                for i in 0..nodes.len() {
-                    let at = (start + i) % nodes.len();
-                    let (host, port) = &nodes[at];
-                    let (target, endpoint) = self.node(host, *port);
-                    // A hung node does not take the whole budget from the others.
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let limit = left / (nodes.len() - i) as u32;
-                    let until = Instant::now() + limit;
-                    match self.connect_by(&target, &endpoint, until, limit).await {
-                        Ok(stream) => {
-                            next.store(at + 1, Ordering::Relaxed);
-                            return Ok((stream, endpoint));
-                        }
-                        Err(err) => failures.push(err.message),
-                    }
+                // The node reached last goes last: it may be the one just lost.
+                let reached = lock(last).clone();
+                if let Some(at) = nodes.iter().position(|node| Some(node) == reached.as_ref()) {
+                    nodes.rotate_left(at + 1);
                 }
-                next.store(start + 1, Ordering::Relaxed);
-                return Err(StoreError::new(
-                    ErrorCode::Connection,
-                    format!("no cluster node could be reached: {}", failures.join("; ")),
-                ));
+                let (at, connected) = self.connect_to_any(&nodes, deadline, limit).await?;
+                *lock(last) = nodes.get(at).cloned();
+                return Ok(connected);
             }
             Route::Sentinel(sentinels) => {
                 let (host, port) = sentinels.master(deadline).await?;
@@ -326,6 +315,74 @@ impl Connector {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// A connection to the first of `nodes` that answers. Attempts start one after another,
+    /// a share of the budget apart (at once when the one before fails), and each may run to
+    /// the deadline: a hung node does not hold up the others, nor a slow one lose its chance.
+    async fn connect_to_any(
+        &self,
+        nodes: &[(String, u16)],
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<(usize, Connected), StoreError> {
+        type Attempt<'a> = Pin<
+            Box<
+                dyn Future<Output = (usize, Result<Box<dyn Stream>, StoreError>, Arc<Endpoint>)>
+                    + Send
+                    + 'a,
+            >,
+        >;
+        let stagger = limit / nodes.len().max(1) as u32;
+        let mut attempts: Vec<Attempt<'_>> = Vec::new();
+        let mut started = 0;
+        let mut next_start = Instant::now();
+        let mut failures = Vec::new();
+        let mut last_error = None;
+        loop {
+            if started < nodes.len() && Instant::now() >= next_start {
+                let (host, port) = &nodes[started];
+                let (target, endpoint) = self.node(host, *port);
+                let at = started;
+                attempts.push(Box::pin(async move {
+                    let outcome = self.connect_by(&target, &endpoint, deadline, limit).await;
+                    (at, outcome, endpoint)
+                }));
+                started += 1;
+                next_start += stagger;
+                continue;
+            }
+            if attempts.is_empty() {
+                break;
+            }
+            let done = poll_fn(|cx| {
+                for i in 0..attempts.len() {
+                    if let Poll::Ready(done) = attempts[i].as_mut().poll(cx) {
+                        drop(attempts.swap_remove(i));
+                        return Poll::Ready(done);
+                    }
+                }
+                Poll::Pending
+            });
+            let more = started < nodes.len();
+            tokio::select! {
+                (at, outcome, endpoint) = done => match outcome {
+                    Ok(stream) => return Ok((at, (stream, endpoint))),
+                    Err(err) => {
+                        failures.push(err.message.clone());
+                        last_error = Some(err);
+                        next_start = Instant::now();
+                    }
+                },
+                _ = sleep_until(next_start), if more => {}
+            }
+        }
+        let err = last_error
+            .unwrap_or_else(|| StoreError::new(ErrorCode::Connection, "no node to connect to"));
+        Err(StoreError {
+            message: format!("no cluster node could be reached: {}", failures.join("; ")),
+            ..err
+        })
     }
 
     /// A connection to the one server this connector goes to (a sentinel's), within `limit`.
@@ -555,6 +612,18 @@ impl Endpoint {
     /// The host (or socket path) connected to.
     pub fn host(&self) -> Option<&str> {
         self.address.as_deref()
+    }
+
+    /// The host of the cluster node as it announces itself, else the host connected to.
+    pub fn announced_host(&self) -> Option<&str> {
+        match &self.node {
+            Some((host, _)) => Some(host),
+            None => self.host(),
+        }
+    }
+
+    pub fn is_cluster_node(&self) -> bool {
+        self.node.is_some()
     }
 
     /// Whether this is a connection to the cluster node announced as `host:port`.
@@ -794,6 +863,8 @@ mod tests {
             target_is_default: true,
             sentinel: None,
             cluster: None,
+            nat_map: None,
+            sharded_pubsub: false,
         }
     }
 

@@ -473,9 +473,10 @@ async fn read(
     let mut armed_for = None;
     // Under Sentinel, a READONLY reply means the master has moved: the call did not run.
     let follows_failover = endpoint.master.is_some();
-    // A cluster node that does not know its own address redirects to ":port": its host is the
-    // one this connection reached.
-    let host = endpoint.host().unwrap_or_default().to_owned();
+    let in_cluster = endpoint.is_cluster_node();
+    // A cluster node that does not know its own address redirects to ":port": its host is
+    // this node's, as the slot map names it (before natMap).
+    let host = endpoint.announced_host().unwrap_or_default().to_owned();
     let failure = loop {
         let oldest = {
             let in_flight = lock(&shared.in_flight);
@@ -524,6 +525,7 @@ async fn read(
                     &mut in_flight,
                     shared.mode,
                     follows_failover,
+                    in_cluster,
                     frame,
                     bytes,
                     &mut events,
@@ -591,6 +593,7 @@ fn take(
     in_flight: &mut InFlight,
     mode: Mode,
     follows_failover: bool,
+    in_cluster: bool,
     frame: Frame,
     bytes: &[u8],
     events: &mut Vec<Event>,
@@ -632,6 +635,23 @@ fn take(
                 return Ok(());
             };
             match command::outcome(&request, frame, bytes) {
+                // A cluster's blocking read the server let go without an entry (its node was
+                // demoted, its stream's slot moved away): it took nothing, and goes back to
+                // wait where the stream is now.
+                Outcome::Settled(Reply::Error(err))
+                    if in_cluster
+                        && mode == Mode::Blocking
+                        && err.message.starts_with("UNBLOCKED") =>
+                {
+                    refused.push((
+                        request,
+                        StoreError {
+                            retryable: true,
+                            ..err
+                        },
+                    ));
+                    Ok(())
+                }
                 Outcome::Settled(reply) => {
                     events.extend(request.settled(reply));
                     Ok(())

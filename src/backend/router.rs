@@ -55,6 +55,14 @@ pub struct Cluster {
     refresh_failures: u32,
     /// Why the slot map could not be read, the last time it failed.
     last_error: Option<StoreError>,
+    /// Reads asked for (not periodic) in a row that found the map unchanged: while a node is
+    /// down and not yet failed over, the map is read less and less often.
+    unchanged_reads: u32,
+    /// Whether a read is wanted for a reason (not the periodic one); and the one under way.
+    asked: bool,
+    refresh_asked: bool,
+    /// The map changed since it was last published.
+    changed: bool,
     /// The map as it changes, for the blocking reads' pool; and what the pool finds stale.
     updates: MapUpdates,
     stale: UnboundedReceiver<Option<Redirect>>,
@@ -70,6 +78,10 @@ impl Cluster {
         stale: UnboundedReceiver<Option<Redirect>>,
     ) -> Self {
         Cluster {
+            unchanged_reads: 0,
+            asked: false,
+            refresh_asked: false,
+            changed: false,
             updates,
             stale,
             map: None,
@@ -91,7 +103,9 @@ impl Cluster {
         if self.refresh.is_some() {
             return;
         }
-        let gap = REFRESH_GAP.max(backoff(self.refresh_failures.saturating_sub(1)));
+        self.asked = true;
+        let misses = self.refresh_failures + self.unchanged_reads;
+        let gap = REFRESH_GAP.max(backoff(misses.saturating_sub(1)));
         let at = self
             .last_refresh
             .map_or_else(Instant::now, |last| last + gap)
@@ -113,6 +127,7 @@ impl Cluster {
 
     fn start_refresh(&mut self) {
         self.refresh_at = None;
+        self.refresh_asked = std::mem::take(&mut self.asked);
         self.last_refresh = Some(Instant::now());
         let mut nodes = self
             .map
@@ -250,8 +265,7 @@ impl Cluster {
     /// MOVED: the slot is served there from now on, and the whole map is read again.
     fn moved(&mut self, redirect: &Redirect) {
         if let Some(map) = self.map.as_mut() {
-            map.moved(redirect.slot, &redirect.host, redirect.port);
-            self.publish();
+            self.changed |= map.moved(redirect.slot, &redirect.host, redirect.port);
         }
         self.want_refresh();
     }
@@ -261,12 +275,20 @@ impl Cluster {
     fn refreshed(&mut self, map: Result<SlotMap, StoreError>, links: &mut Vec<Link>) {
         match map {
             Ok(map) => {
-                match self.map.as_mut() {
+                let changed = match self.map.as_mut() {
                     Some(known) => known.adopt(map),
-                    None => self.map = Some(map),
-                }
+                    None => {
+                        self.map = Some(map);
+                        true
+                    }
+                };
+                self.unchanged_reads = match (changed, self.refresh_asked) {
+                    (false, true) => self.unchanged_reads + 1,
+                    _ => 0,
+                };
                 self.refresh_failures = 0;
-                self.publish();
+                // Published even when unchanged: whoever waits on the map hears it was read.
+                self.changed = true;
                 self.ensure_links(links);
                 self.schedule_periodic_refresh();
             }
@@ -278,8 +300,11 @@ impl Cluster {
         }
     }
 
-    fn publish(&self) {
-        self.updates.send_replace(self.map.clone().map(Arc::new));
+    /// Once per turn of the router's loop, however many MOVED came: the map is copied whole.
+    fn publish_changes(&mut self) {
+        if std::mem::take(&mut self.changed) {
+            self.updates.send_replace(self.map.clone().map(Arc::new));
+        }
     }
 }
 
@@ -418,6 +443,9 @@ pub async fn serve(
                     request.settled(Reply::Error(err))
                 }));
             }
+        }
+        if let Some(cluster) = cluster.as_mut() {
+            cluster.publish_changes();
         }
         if held_until.is_some() {
             // Their clock runs from now, as if written: held calls wait on the server too.
