@@ -318,6 +318,28 @@ describe('a cluster at rest', () => {
     }
   })
 
+  it('says why a call could not be served, the same for commands, subscriptions and blocking reads', async () => {
+    // A server that takes no password, given one: every kind of connection fails as a login.
+    const refused = open(cluster, { password: 'not-configured', connectTimeout: 2000 })
+    // No node reachable at all.
+    const unreachable = open(cluster, { cluster: { nodes: ['127.0.0.1:1'] }, connectTimeout: 500 })
+    try {
+      const errors = await Promise.all([
+        refused.get('k').catch((err) => err),
+        refused.subscribe('ch', () => {}).catch((err) => err),
+      ])
+      assert.ok(errors.every((err) => err instanceof Error), 'both fail')
+      assert.deepEqual(errors.map((err) => err.code), [errors[0].code, errors[0].code])
+      assert.match(errors[1].message, /AUTH/)
+      const read = await unreachable.xreadgroup('s', 'g', 'c', { blockMs: 100 }).catch((err) => err)
+      assert.equal(read.code, 'ERR_STORE_CONNECTION')
+      assert.doesNotMatch(read.message, /maxBlockingConnections/)
+      assert.match(read.message, /slot map/)
+    } finally {
+      await Promise.all([refused.close(), unreachable.close()])
+    }
+  })
+
   it('sharded Pub/Sub: each shard channel on its slot\'s master, following its slot when it moves', async () => {
     const options = { keyPrefix: 'shard:', cluster: { nodes: cluster.seeds.slice(0, 1), pubsub: 'sharded' } }
     const subscriber = open(cluster, options)
@@ -365,11 +387,11 @@ describe('a cluster that changes under load', () => {
     await cluster.stop()
   })
 
-  // 8 chains of set/get/increment through `change`: no call fails, every get returns the last
-  // set, every counter equals the increments acknowledged.
+
+
   async function throughChange(what, change) {
     const store = open(cluster)
-    const load = startLoad(store, 8)
+    const load = startLoad(store, 16)
     try {
       await waitUntil(() => load.rounds() > 200, { what: 'the load running' })
       await change()
@@ -389,13 +411,13 @@ describe('a cluster that changes under load', () => {
     }
   }
 
-  it('resharding 2,000 slots: no call fails, every get returns the last set, counters exact', (t) =>
+  it('resharding 3,000 slots under 16 workers: no call fails, every get returns the last set, counters exact', (t) =>
     throughChange('the resharding', async () => {
       const [from, to] = await cluster.masters()
       const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
       const began = performance.now()
       await run('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', await id(from), '--cluster-to', await id(to),
-        '--cluster-slots', '2000', '--cluster-yes'], { maxBuffer: 64 * 1024 * 1024 })
+        '--cluster-slots', '3000', '--cluster-yes'], { maxBuffer: 64 * 1024 * 1024 })
       t.diagnostic(`resharded in ${Math.round(performance.now() - began)} ms`)
     }))
 
@@ -407,6 +429,44 @@ describe('a cluster that changes under load', () => {
       await waitUntil(async () => (await cluster.masters()).includes(replica), { what: 'the replica promoted', timeoutMs: 15000 })
       t.diagnostic(`promoted in ${Math.round(performance.now() - began)} ms`)
     }))
+
+  it('a waiting blocking read follows its stream through a CLUSTER FAILOVER and a slot migration', async () => {
+    const prefix = 'follow:'
+    const store = open(cluster, { keyPrefix: prefix })
+    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
+    const blocked = async (node) => Number(/blocked_clients:(\d+)/.exec(await node.cli('INFO', 'clients'))[1])
+    try {
+      await store.xgroupCreate('s', 'g', '$')
+      const slot = keySlot(`${prefix}s`)
+      // The read waits on the stream's master; its replica takes over gracefully, and the old
+      // master lets the read go (UNBLOCKED) without an entry: it waits again on the new one.
+      const master = await cluster.slotOwner(slot)
+      const read = store.xreadgroup('s', 'g', 'c', { blockMs: 60000 })
+      await waitUntil(async () => (await blocked(master)) === 1, { what: 'the read blocked on the master' })
+      const replicas = await Promise.all((await cluster.replicas()).map(async (node) => [node, await node.cli('INFO', 'replication')]))
+      const [replica] = replicas.find(([, info]) => new RegExp(`master_port:${master.port}\\b`).test(info))
+      assert.equal(await replica.cli('CLUSTER', 'FAILOVER'), 'OK')
+      await waitUntil(async () => (await blocked(replica)) === 1, { what: 'the read blocked on the promoted replica', timeoutMs: 15000 })
+      const first = await store.xadd('s', { n: 1 })
+      assert.deepEqual(await read, [{ id: first, message: { n: 1 } }])
+
+      // The stream's slot migrates while a read waits: the key leaves the node (UNBLOCKED),
+      // and the read waits again where the slot went.
+      const from = replica
+      const to = (await cluster.masters()).find((node) => node !== from)
+      const again = store.xreadgroup('s', 'g', 'c', { blockMs: 60000 })
+      await waitUntil(async () => (await blocked(from)) === 1, { what: 'the read blocked before the migration' })
+      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
+      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
+      await from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', `${prefix}s`)
+      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      await waitUntil(async () => (await blocked(to)) === 1, { what: 'the read blocked where the slot went' })
+      const second = await store.xadd('s', { n: 2 })
+      assert.deepEqual(await again, [{ id: second, message: { n: 2 } }])
+    } finally {
+      await store.close()
+    }
+  })
 })
 
 describe('a master lost under load', () => {
@@ -664,6 +724,36 @@ describe('Pub/Sub while its node is lost', () => {
     }
     for (const [channel, got] of received) {
       for (let i = 1; i < got.length; i++) assert.ok(got[i] > got[i - 1], `${channel}: ${got[i]} after ${got[i - 1]}`)
+    }
+  })
+
+  it('a blocking read waiting on a master that hangs ends, retryable, once the cluster has failed it over', async (t) => {
+    await cluster.waitHealthy({ timeoutMs: 20000 })
+    const store = open(cluster, { keyPrefix: '', cluster: { nodes: cluster.seeds } })
+    let victim
+    for (const master of await cluster.masters()) {
+      if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
+    }
+    assert.ok(victim, 'a master with a replica')
+    let stream
+    for (let i = 0; !stream; i++) if ((await cluster.slotOwner(keySlot(`hang${i}`))) === victim) stream = `hang${i}`
+    try {
+      await store.xgroupCreate(stream, 'g', '$')
+      const read = store.xreadgroup(stream, 'g', 'c', { blockMs: 60000 }).then(() => null, (err) => err)
+      await waitUntil(async () => /blocked_clients:1/.test(await victim.cli('INFO', 'clients')), { what: 'the read blocked' })
+      const stoppedAt = performance.now()
+      process.kill(victim.process.pid, 'SIGSTOP')
+      const err = await read
+      t.diagnostic(`the read ended ${Math.round(performance.now() - stoppedAt)} ms after the stop: ${err?.message}`)
+      assert.equal(err?.code, 'ERR_STORE_CONNECTION')
+      assert.equal(err.retryable, true)
+      // A read made now waits on the promoted replica and gets the next entry.
+      const next = store.xreadgroup(stream, 'g', 'c', { blockMs: 60000 })
+      const id = await store.xadd(stream, { after: true })
+      assert.deepEqual(await next, [{ id, message: { after: true } }])
+    } finally {
+      process.kill(victim.process.pid, 'SIGCONT')
+      await store.close()
     }
   })
 })

@@ -282,28 +282,36 @@ pub async fn discover(
         let (connector, host, port) = (connector.clone(), host.clone(), *port);
         asks.spawn(async move { (i, ask(&connector, &host, port, deadline).await) });
     }
-    let mut failures: Vec<Option<String>> = vec![None; nodes.len()];
+    let mut failures: Vec<Option<StoreError>> = vec![None; nodes.len()];
     while let Ok(Some(asked)) = timeout_at(deadline, asks.join_next()).await {
         let Ok((i, answer)) = asked else { continue };
         match answer {
             Ok(map) => return Ok(map),
-            Err(err) => failures[i] = Some(err.message),
+            Err(err) => failures[i] = Some(err),
         }
     }
     let each: Vec<String> = nodes
         .iter()
-        .zip(failures)
-        .map(|((host, port), failure)| {
-            failure.unwrap_or_else(|| format!("{host}:{port}: no answer within connectTimeout"))
+        .zip(&failures)
+        .map(|((host, port), failure)| match failure {
+            Some(err) => err.message.clone(),
+            None => format!("{host}:{port}: no answer within connectTimeout"),
         })
         .collect();
-    Err(StoreError {
-        retryable: true,
-        ..StoreError::new(
-            ErrorCode::Connection,
-            format!("no cluster node gave the slot map: {}", each.join("; ")),
-        )
-    })
+    let message = format!("no cluster node gave the slot map: {}", each.join("; "));
+    // Every node refused the same way (the credentials, say): that is the error, with its
+    // code and cause; otherwise the cluster could not be reached, for now.
+    let all: Option<Vec<StoreError>> = failures.into_iter().collect();
+    let shared = all
+        .filter(|all| all.windows(2).all(|pair| pair[0].code == pair[1].code))
+        .and_then(|all| all.into_iter().next());
+    match shared {
+        Some(first) => Err(StoreError { message, ..first }),
+        None => Err(StoreError {
+            retryable: true,
+            ..StoreError::new(ErrorCode::Connection, message)
+        }),
+    }
 }
 
 async fn ask(

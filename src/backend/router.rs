@@ -379,7 +379,16 @@ pub async fn serve(
             },
             news = cluster_news(&mut cluster) => if let Some(cluster) = cluster.as_mut() {
                 match news {
-                    News::Refreshed(map) => cluster.refreshed(map, &mut links),
+                    News::Refreshed(map) => {
+                        cluster.refreshed(map, &mut links);
+                        // Refused for good before any map was read (the credentials): the
+                        // calls waiting fail now, as with one server.
+                        if let (None, Some(err)) = (&cluster.map, &cluster.last_error) {
+                            if !err.retryable {
+                                fail(&outbox, waiting.drain(..), err);
+                            }
+                        }
+                    }
                     // The blocking reads' pool found the map out of date.
                     News::Moved(redirect) => cluster.moved(&redirect),
                     News::Unreachable => cluster.want_refresh(),
