@@ -387,8 +387,8 @@ describe('a cluster that changes under load', () => {
     await cluster.stop()
   })
 
-
-
+  // 16 workers, each a chain of set/get/increment, through `change`: no call fails, every get
+  // returns the last set, every counter equals the increments acknowledged.
   async function throughChange(what, change) {
     const store = open(cluster)
     const load = startLoad(store, 16)
