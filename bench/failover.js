@@ -76,7 +76,7 @@ function kindlingClient(options) {
 // `channels` are subscribed first; `target` then names the keys, the channel to publish on,
 // the event and how to tell that the topology has switched.
 
-const sentinel = {
+const sentinelTopology = {
   switchedLabel: 'sentinels switched (ms)',
   start: () => startSentinelSetup(),
   stop: (setup) => setup.stop(),
@@ -110,7 +110,7 @@ const sentinel = {
 // A fresh cluster per client and event keeps them alike: each client meets a healthy cluster
 // with a replica behind every master, and no event's aftermath (a stopped master continued
 // as a replica) reaches the next; `stop` continues a SIGSTOPped node before stopping it.
-const cluster = {
+const clusterTopology = {
   switchedLabel: 'cluster switched (ms)',
   start: () => startCluster({ nodeTimeoutMs: CLUSTER_NODE_TIMEOUT_MS }),
   stop: (cluster) => cluster.stop(),
@@ -142,7 +142,7 @@ const cluster = {
   },
 }
 
-const TOPOLOGIES = { sentinel, cluster }
+const TOPOLOGIES = { sentinel: sentinelTopology, cluster: clusterTopology }
 
 // The first of `names` whose slot `master` serves.
 async function firstOn(cluster, master, names) {
