@@ -182,9 +182,12 @@ export interface ClusterOptions {
   nodes: Array<string | { host: string; port?: number }>
   /**
    * The addresses the nodes announce (`'host:port'`, as in `CLUSTER SLOTS` and `MOVED`) mapped
-   * to where this process reaches them, for nodes behind NAT or in containers.
+   * to where this process reaches them, for nodes behind NAT or in containers. As a function,
+   * it is called for each connection to a node; nothing returned means the address as announced.
    */
-  natMap?: Record<string, { host: string; port: number }>
+  natMap?:
+    | Record<string, { host: string; port: number }>
+    | ((announced: string) => { host: string; port: number } | null | undefined)
   /**
    * `'classic'` (default): SUBSCRIBE/PUBLISH, on one connection to any node. `'sharded'`:
    * SSUBSCRIBE/SPUBLISH on the master of each channel's slot, following the slot as it moves.

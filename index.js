@@ -629,7 +629,7 @@ class StoreAdapter {
 function createRedisStoreAdapter(input) {
   const settings = redisOptions(input)
   return new StoreAdapter((wake) => {
-    const handle = native.createRedis(settings.native, settings.keyPrefix, settings.channelPrefix, settings.maxPubSubBacklog, wake)
+    const handle = native.createRedis(settings.native, settings.keyPrefix, settings.channelPrefix, settings.maxPubSubBacklog, wake, settings.natMapFunction)
     if (isFailure(handle)) {
       const err = fromNative(handle, settings.secrets)
       throw err.code === codes.INVALID_ARGUMENT ? storeError(TypeError, err.code, err.message) : err

@@ -214,6 +214,37 @@ describe('a cluster at rest', () => {
     }
   })
 
+  it('takes natMap as a function, called for each connection to a node; what it throws fails that connection', async () => {
+    const proxies = new Map()
+    for (const node of cluster.nodes) proxies.set(node.port, await startProxy(node.port))
+    const asked = []
+    const natMap = (announced) => {
+      asked.push(announced)
+      const [host, port] = announced.split(':')
+      return { host, port: proxies.get(Number(port)).port }
+    }
+    const seed = `127.0.0.1:${proxies.get(cluster.nodes[0].port).port}`
+    const store = open(cluster, { cluster: { nodes: [seed], natMap }, keyPrefix: 'natfn:' })
+    const failing = open(cluster, { cluster: { nodes: [seed], natMap: () => { throw new Error('no route to that node') } }, keyPrefix: 'natfn:', connectTimeout: 1000 })
+    const misshapen = open(cluster, { cluster: { nodes: [seed], natMap: () => 'elsewhere' }, keyPrefix: 'natfn:', connectTimeout: 1000 })
+    try {
+      const keys = Array.from({ length: 20 }, (_, i) => `k${i}`)
+      await Promise.all(keys.map((key) => store.set(key, key)))
+      assert.deepEqual(await Promise.all(keys.map((key) => store.get(key))), keys)
+      const masters = await cluster.masters()
+      for (const master of masters) assert.ok(asked.includes(`127.0.0.1:${master.port}`), `asked for ${master.port}`)
+      for (const master of masters) assert.ok(proxies.get(master.port).accepted > 0, `${master.port} reached through its proxy`)
+      for (const [store, words] of [[failing, /natMap failed: .*no route to that node/], [misshapen, /natMap failed: .*expected \{ host, port \}/]]) {
+        const err = await store.get('k0').catch((err) => err)
+        assert.equal(err.code, 'ERR_STORE_CONNECTION')
+        assert.match(err.message, words)
+      }
+    } finally {
+      await Promise.all([store.close(), failing.close(), misshapen.close()])
+      await Promise.all([...proxies.values()].map((proxy) => proxy.close()))
+    }
+  })
+
   it('mset splits its entries by slot, in entry order within each, with and without TTLs', async () => {
     const store = open(cluster, { keyPrefix: 'ms:' })
     try {

@@ -53,7 +53,6 @@ describe('Redis inputs', () => {
   it('refuses what Redis Cluster does not serve in this release, and says so', () => {
     const nodes = ['redis://127.0.0.1:7000']
     invalid({ cluster: { nodes, pubsub: 'shard' } }, /"classic" or "sharded"/)
-    invalid({ cluster: { nodes, natMap: (key) => ({ host: '127.0.0.1', port: Number(key.split(':')[1]) }) } }, /natMap" as a function is not supported/)
     invalid({ cluster: { nodes, natMap: { 'a:1': 'b:2' } } }, /must map to \{ host, port \}/)
     invalid({ cluster: { nodes, natMap: { a: { host: 'b', port: 2 } } } }, /"host:port"/)
     invalid({ cluster: { nodes, natMap: { 'a:1': { host: 'b', port: 0 } } } }, /port/)
@@ -65,12 +64,6 @@ describe('Redis inputs', () => {
     invalid({ cluster: { nodes: ['rediss://127.0.0.1:7000', 'redis://127.0.0.1:7001'] } }, /mixes/)
     invalid({ cluster: { nodes: ['rediss://127.0.0.1:7000'] }, tls: false }, /contradict/)
     invalid({ cluster: { nodes: [{ host: '127.0.0.1', port: 7000, password: 'x' }] } }, /unknown cluster\.nodes entry option "password"/)
-  })
-
-  it('refuses an ioredis Cluster instance with a natMap function rather than connect elsewhere', () => {
-    const cluster = new Redis.Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true, natMap: () => null })
-    invalid(cluster, /natMap/)
-    cluster.disconnect()
   })
 
   it('refuses an ioredis client with TLS to its sentinels rather than connect in plain text', () => {

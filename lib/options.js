@@ -184,16 +184,28 @@ function clusterOption(cluster) {
   if (schemes.has('redis') && schemes.has('rediss')) throw invalidArgument('option "cluster.nodes" mixes redis:// and rediss://: TLS is on for every node or none')
   const tls = schemes.has('rediss')
   const nodes = cluster.nodes.map((node, i) => nodeAddress(typeof node === 'string' ? node.replace(/^rediss:/i, 'redis:') : node, i, 'cluster.nodes', DEFAULT_PORT))
-  return { nodes, tls, natMap: natMapOption(cluster.natMap), sharded: cluster.pubsub === 'sharded' }
+  const natMap = typeof cluster.natMap === 'function' ? natMapFunction(cluster.natMap) : natMapOption(cluster.natMap)
+  return { nodes, tls, natMap, sharded: cluster.pubsub === 'sharded' }
+}
+
+// `natMap` as a function, as ioredis takes it: called with the address a node announces,
+// "host:port", for each connection to it; `{ host, port }` to connect there instead, or
+// nothing for the address as announced. An answer of another shape fails that connection.
+function natMapFunction(natMap) {
+  return (announced) => {
+    const to = natMap(announced)
+    if (to === null || to === undefined) return null
+    if (!isPlainObject(to) || typeof to.host !== 'string' || to.host === '' || !Number.isInteger(to.port) || to.port < 1 || to.port > 65535) {
+      throw new TypeError(`natMap(${JSON.stringify(announced)}) returned ${typeof to === 'object' ? JSON.stringify(to) : String(to)}; expected { host, port } or null`)
+    }
+    return { host: to.host, port: to.port }
+  }
 }
 
 // `natMap`, as ioredis takes it: `{ 'announced-host:port': { host, port } }`, the address
 // each node announces (in CLUSTER SLOTS and MOVED) mapped to where this process reaches it.
 function natMapOption(natMap) {
   if (natMap === undefined || natMap === null) return undefined
-  if (typeof natMap === 'function') {
-    throw invalidArgument('option "cluster.natMap" as a function is not supported in this release: give the object form, { "host:port": { host, port } }')
-  }
   if (!isPlainObject(natMap)) throw invalidArgument('option "cluster.natMap" must be an object: { "host:port": { host, port } }')
   return Object.entries(natMap).map(([from, to]) => {
     const where = `natMap entry ${JSON.stringify(from)}`
@@ -364,10 +376,12 @@ function redisOptions(input) {
   native.targetIsDefault = defaulted && !sentinel && !cluster
   native.sentinel = sentinel
   native.cluster = cluster?.nodes
-  native.natMap = cluster?.natMap
+  native.natMap = typeof cluster?.natMap === 'function' ? undefined : cluster?.natMap
   native.shardedPubsub = cluster?.sharded ?? false
   return {
     native,
+    // A function cannot travel inside the options: it is handed over beside them.
+    natMapFunction: typeof cluster?.natMap === 'function' ? cluster.natMap : undefined,
     keyPrefix,
     // ioredis puts its keyPrefix on keys only; Kindling's own option prefixes channels too.
     channelPrefix: client ? '' : keyPrefix,

@@ -28,7 +28,7 @@ use backend::redis::RedisBackend;
 use backend::Op;
 use bridge::{Outbox, Reply};
 use error::{ErrorCode, StoreError};
-use options::RedisOptions;
+use options::{NodeAddress, RedisOptions};
 
 /// Runs as each environment (main thread or worker) loads the addon. The image is pinned for
 /// the life of the process: the I/O and sweeper threads outlive the worker that started them,
@@ -127,9 +127,21 @@ pub fn create_redis(
     channel_prefix: String,
     backlog_limit: f64,
     wake: Function<(), Unknown<'static>>,
+    nat_map: Option<Function<String, Option<NodeAddress>>>,
 ) -> napi::Result<napi::Either<u32, Reply>> {
     let outbox = outbox(wake, backlog_limit)?;
-    let backend = match RedisBackend::start(&options, outbox.clone()) {
+    // Weak, as the wake: it keeps no process alive.
+    let nat_function = match nat_map {
+        Some(function) => Some(
+            function
+                .build_threadsafe_function()
+                .weak::<true>()
+                .callee_handled::<false>()
+                .build()?,
+        ),
+        None => None,
+    };
+    let backend = match RedisBackend::start(&options, nat_function, outbox.clone()) {
         Ok(backend) => backend,
         Err(err) => {
             outbox.release_wake();

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi::Status;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -25,7 +27,7 @@ use super::connection::lock;
 use super::resp::{self, Frame, Parsed};
 use super::sentinel::{Sentinels, Switches};
 use crate::error::{from_server_reply, Cause, ErrorCode, Refused, StoreError};
-use crate::options::{RedisOptions, TlsOptions};
+use crate::options::{NodeAddress, RedisOptions, TlsOptions};
 
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -62,8 +64,8 @@ pub struct Connector {
     /// host connected to.
     tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
     /// A cluster's nodes as they announce themselves (`host:port`) mapped to where they can
-    /// be reached (`natMap`).
-    nat: Arc<HashMap<String, (String, u16)>>,
+    /// be reached.
+    nat: Arc<NatMap>,
     /// `AUTH`, `SELECT` and, under Sentinel, `ROLE`, sent before any command.
     hello: Vec<u8>,
     hello_steps: Vec<Step>,
@@ -89,7 +91,20 @@ enum Route {
 enum Target {
     Tcp(String, u16),
     Unix(String),
+    /// A cluster node as it announces itself, reached where the natMap function says at each
+    /// connection.
+    Announced(String, u16),
 }
+
+/// `natMap`: where a cluster node that announces itself as `host:port` is reached.
+pub enum NatMap {
+    Table(HashMap<String, (String, u16)>),
+    /// ioredis's function form, called on the JS thread: `{ host, port }`, or nothing for the
+    /// address as announced.
+    Function(NatFunction),
+}
+
+pub type NatFunction = ThreadsafeFunction<String, Option<NodeAddress>, String, Status, false, true>;
 
 /// The server a connection is made to, as its errors name it (never with the password).
 pub struct Endpoint {
@@ -103,7 +118,10 @@ pub struct Endpoint {
 }
 
 impl Connector {
-    pub fn new(options: &RedisOptions) -> Result<Self, StoreError> {
+    pub fn new(
+        options: &RedisOptions,
+        nat_function: Option<NatFunction>,
+    ) -> Result<Self, StoreError> {
         let tls = match &options.tls {
             Some(tls) if options.path.is_none() || options.sentinel.is_some() => {
                 let config = tls_config(tls)?;
@@ -157,12 +175,17 @@ impl Connector {
                 Route::Fixed(target, Arc::new(endpoint))
             }
         };
-        let nat = options
-            .nat_map
-            .iter()
-            .flatten()
-            .map(|entry| (entry.from.clone(), (entry.host.clone(), entry.port as u16)))
-            .collect();
+        let nat = match nat_function {
+            Some(function) => NatMap::Function(function),
+            None => NatMap::Table(
+                options
+                    .nat_map
+                    .iter()
+                    .flatten()
+                    .map(|entry| (entry.from.clone(), (entry.host.clone(), entry.port as u16)))
+                    .collect(),
+            ),
+        };
         Ok(Connector {
             route,
             tls,
@@ -186,7 +209,7 @@ impl Connector {
         Connector {
             route: Route::Fixed(target, Arc::new(endpoint)),
             tls: None,
-            nat: Arc::default(),
+            nat: Arc::new(NatMap::Table(HashMap::new())),
             hello,
             hello_steps,
         }
@@ -223,17 +246,34 @@ impl Connector {
         }
     }
 
-    /// A cluster node as it announces itself, reached where `natMap` says.
+    /// A cluster node as it announces itself, reached where `natMap` says; a seed node as
+    /// given (as ioredis treats its startup nodes).
     fn node(&self, host: &str, port: u16) -> (Target, Arc<Endpoint>) {
         let announced = format!("{host}:{port}");
-        let (target, describe) = match self.nat.get(&announced) {
-            Some((reached_host, reached_port)) => (
-                Target::Tcp(reached_host.clone(), *reached_port),
-                format!("redis://{announced} (reached at {reached_host}:{reached_port} by natMap)"),
-            ),
-            None => (
+        let seed = match &self.route {
+            Route::AnyNode { seeds, .. } => seeds.iter().any(|(h, p)| h == host && *p == port),
+            Route::Fixed(..) | Route::Sentinel(_) => false,
+        };
+        let (target, describe) = match &*self.nat {
+            _ if seed => (
                 Target::Tcp(host.to_owned(), port),
                 format!("redis://{announced}"),
+            ),
+            NatMap::Table(table) => match table.get(&announced) {
+                Some((reached_host, reached_port)) => (
+                    Target::Tcp(reached_host.clone(), *reached_port),
+                    format!(
+                        "redis://{announced} (reached at {reached_host}:{reached_port} by natMap)"
+                    ),
+                ),
+                None => (
+                    Target::Tcp(host.to_owned(), port),
+                    format!("redis://{announced}"),
+                ),
+            },
+            NatMap::Function(_) => (
+                Target::Announced(host.to_owned(), port),
+                format!("redis://{announced} (reached where natMap says)"),
             ),
         };
         let mut endpoint = Endpoint::new(describe, &target, None);
@@ -409,6 +449,27 @@ impl Connector {
         attempt.unwrap_or_else(|_| Err(endpoint.timed_out(step, limit)))
     }
 
+    /// Where the natMap function says the node announced as `host:port` is reached (where it
+    /// says nothing: there). It runs on the JS thread; the attempt's deadline bounds the wait.
+    async fn nat_function(
+        &self,
+        host: &str,
+        port: u16,
+        endpoint: &Endpoint,
+    ) -> Result<Target, StoreError> {
+        let NatMap::Function(function) = &*self.nat else {
+            return Ok(Target::Tcp(host.to_owned(), port));
+        };
+        match function.call_async_catch(format!("{host}:{port}")).await {
+            Ok(Some(to)) => Ok(Target::Tcp(to.host, to.port as u16)),
+            Ok(None) => Ok(Target::Tcp(host.to_owned(), port)),
+            Err(err) => Err(StoreError::new(
+                ErrorCode::Connection,
+                format!("{}: natMap failed: {}", endpoint.describe, err.reason),
+            )),
+        }
+    }
+
     async fn connect(
         &self,
         target: &Target,
@@ -416,8 +477,16 @@ impl Connector {
         step: &mut Step,
     ) -> Result<Box<dyn Stream>, StoreError> {
         *step = Step::Tcp;
+        let reached;
+        let target = match target {
+            Target::Announced(host, port) => {
+                reached = self.nat_function(host, *port, endpoint).await?;
+                &reached
+            }
+            target => target,
+        };
         let mut stream: Box<dyn Stream> = match target {
-            Target::Tcp(host, port) => {
+            Target::Tcp(host, port) | Target::Announced(host, port) => {
                 let tcp = endpoint.tcp(host, *port).await?;
                 match &self.tls {
                     Some((connector, name)) => {
@@ -499,7 +568,9 @@ impl Connector {
 impl Endpoint {
     fn new(describe: String, target: &Target, master: Option<String>) -> Self {
         let (address, port) = match target {
-            Target::Tcp(host, port) => (Some(host.clone()), Some(*port)),
+            Target::Tcp(host, port) | Target::Announced(host, port) => {
+                (Some(host.clone()), Some(*port))
+            }
             Target::Unix(path) => (Some(path.clone()), None),
         };
         Endpoint {
@@ -877,7 +948,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_names_target_step_and_errno() {
         let port = closed_port();
-        let connector = Connector::new(&options(port, Some("hunter2"))).expect("options");
+        let connector = Connector::new(&options(port, Some("hunter2")), None).expect("options");
         let err = match connector.connect_within(Duration::from_secs(1)).await {
             Err(err) => err,
             Ok(_) => panic!("connected to a closed port"),

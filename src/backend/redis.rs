@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::cluster::{self, MapView};
-use super::connect::Connector;
+use super::connect::{Connector, NatFunction};
 use super::connection::{Mode, Sink};
 use super::link::Link;
 use super::router::Cluster;
@@ -39,8 +39,12 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    pub fn start(options: &RedisOptions, outbox: Arc<Outbox>) -> Result<Self, StoreError> {
-        let connector = Arc::new(Connector::new(options)?);
+    pub fn start(
+        options: &RedisOptions,
+        nat_function: Option<NatFunction>,
+        outbox: Arc<Outbox>,
+    ) -> Result<Self, StoreError> {
+        let connector = Arc::new(Connector::new(options, nat_function)?);
         let runtime = runtime()?;
         let timeouts = options.timeouts();
         let (commands, command_queue) = unbounded_channel();
