@@ -8,15 +8,43 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use napi::bindgen_prelude::{Array, Null, Object, ToNapiValue};
+use napi::bindgen_prelude::{Array, Function, Null, Object, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, JsValue, Status, Unknown};
 use tokio::sync::Notify;
 
+use crate::backend::{NatAnswer, NatFunction};
 use crate::error::{ErrorCode, StoreError};
+use crate::options::NodeAddress;
 
 /// Wakes the adapter's JS dispatcher. Weak: it never keeps the event loop alive by itself.
 pub type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>;
+
+/// ioredis's natMap function, called on the JS thread for each connection to a cluster node.
+/// Weak, as the wake: it keeps no process alive.
+struct JsNatMap(ThreadsafeFunction<String, Option<NodeAddress>, String, Status, false, true>);
+
+impl NatFunction for JsNatMap {
+    fn reach(&self, announced: String) -> NatAnswer<'_> {
+        Box::pin(async move {
+            match self.0.call_async_catch(announced).await {
+                Ok(to) => Ok(to.map(|to| (to.host, to.port as u16))),
+                Err(err) => Err(err.reason),
+            }
+        })
+    }
+}
+
+pub fn nat_function(
+    function: Function<String, Option<NodeAddress>>,
+) -> napi::Result<Box<dyn NatFunction>> {
+    let function = function
+        .build_threadsafe_function()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build()?;
+    Ok(Box::new(JsNatMap(function)))
+}
 
 /// A command's outcome, or a message; what JS receives for it.
 #[derive(Debug)]

@@ -132,13 +132,7 @@ pub fn create_redis(
     let outbox = outbox(wake, backlog_limit)?;
     // Weak, as the wake: it keeps no process alive.
     let nat_function = match nat_map {
-        Some(function) => Some(
-            function
-                .build_threadsafe_function()
-                .weak::<true>()
-                .callee_handled::<false>()
-                .build()?,
-        ),
+        Some(function) => Some(bridge::nat_function(function)?),
         None => None,
     };
     let backend = match RedisBackend::start(&options, nat_function, outbox.clone()) {

@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use napi::threadsafe_function::ThreadsafeFunction;
-use napi::Status;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -27,7 +25,7 @@ use super::connection::lock;
 use super::resp::{self, Frame, Parsed};
 use super::sentinel::{Sentinels, Switches};
 use crate::error::{from_server_reply, Cause, ErrorCode, Refused, StoreError};
-use crate::options::{NodeAddress, RedisOptions, TlsOptions};
+use crate::options::{RedisOptions, TlsOptions};
 
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -101,10 +99,17 @@ pub enum NatMap {
     Table(HashMap<String, (String, u16)>),
     /// ioredis's function form, called on the JS thread: `{ host, port }`, or nothing for the
     /// address as announced.
-    Function(NatFunction),
+    Function(Box<dyn NatFunction>),
 }
 
-pub type NatFunction = ThreadsafeFunction<String, Option<NodeAddress>, String, Status, false, true>;
+/// ioredis's natMap function, as the bridge to JS calls it: where the node announced as
+/// `host:port` is reached (`None`: as announced), or why that could not be said.
+pub trait NatFunction: Send + Sync {
+    fn reach(&self, announced: String) -> NatAnswer<'_>;
+}
+
+pub type NatAnswer<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<(String, u16)>, String>> + Send + 'a>>;
 
 /// The server a connection is made to, as its errors name it (never with the password).
 pub struct Endpoint {
@@ -120,7 +125,7 @@ pub struct Endpoint {
 impl Connector {
     pub fn new(
         options: &RedisOptions,
-        nat_function: Option<NatFunction>,
+        nat_function: Option<Box<dyn NatFunction>>,
     ) -> Result<Self, StoreError> {
         let tls = match &options.tls {
             Some(tls) if options.path.is_none() || options.sentinel.is_some() => {
@@ -460,12 +465,12 @@ impl Connector {
         let NatMap::Function(function) = &*self.nat else {
             return Ok(Target::Tcp(host.to_owned(), port));
         };
-        match function.call_async_catch(format!("{host}:{port}")).await {
-            Ok(Some(to)) => Ok(Target::Tcp(to.host, to.port as u16)),
+        match function.reach(format!("{host}:{port}")).await {
+            Ok(Some((host, port))) => Ok(Target::Tcp(host, port)),
             Ok(None) => Ok(Target::Tcp(host.to_owned(), port)),
-            Err(err) => Err(StoreError::new(
+            Err(reason) => Err(StoreError::new(
                 ErrorCode::Connection,
-                format!("{}: natMap failed: {}", endpoint.describe, err.reason),
+                format!("{}: natMap failed: {reason}", endpoint.describe),
             )),
         }
     }

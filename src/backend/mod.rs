@@ -29,6 +29,8 @@ mod subscriber;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use connect::{NatAnswer, NatFunction};
+
 use tokio::time::Instant;
 
 use napi_derive::napi;

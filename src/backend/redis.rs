@@ -41,7 +41,7 @@ pub struct RedisBackend {
 impl RedisBackend {
     pub fn start(
         options: &RedisOptions,
-        nat_function: Option<NatFunction>,
+        nat_function: Option<Box<dyn NatFunction>>,
         outbox: Arc<Outbox>,
     ) -> Result<Self, StoreError> {
         let connector = Arc::new(Connector::new(options, nat_function)?);
