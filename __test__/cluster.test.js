@@ -595,7 +595,7 @@ describe('a master lost under load', () => {
       const pending = []
       for (let i = 0; ; i++) {
         const issued = performance.now() - stoppedAt
-        pending.push(store.set(keys[i % keys.length], i).then(() => results.push({ issued, ok: true }), (err) => results.push({ issued, code: err.code })))
+        pending.push(store.set(keys[i % keys.length], i).then(() => results.push({ issued, ok: true }), (err) => results.push({ issued, code: err.code, message: err.message })))
         const firstOk = results.filter((r) => r.ok).length
         if (firstOk > 0 && pending.length > 40 + results.findIndex((r) => r.ok)) break
         assert.ok(issued < 20000, 'no call succeeded within 20 s of the stop')
@@ -613,6 +613,11 @@ describe('a master lost under load', () => {
     assert.ok(recovered <= 5000, `recovered ${Math.round(recovered)} ms after the stop`)
     assert.deepEqual(results.filter((r) => !r.ok && r.issued > recovered).map((r) => `${Math.round(r.issued)} ms: ${r.code}`), [], 'calls issued after the recovery that failed')
     for (const r of results.filter((r) => !r.ok)) assert.ok(['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(r.code), r.code)
+    // Calls written to the hung master fail once the cluster has failed it over (they may have
+    // run), not at commandTimeout, which is longer than the failover here.
+    const failed = results.filter((r) => !r.ok)
+    assert.ok(failed.length > 0, 'calls were written to the hung master')
+    for (const r of failed) assert.match(r.message, /failed this master over/)
   })
 
   it('keeps reading the slot map after a read failed while idle, and finds a hung master\'s replica with short timeouts', async (t) => {

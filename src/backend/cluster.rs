@@ -66,9 +66,22 @@ impl SlotMap {
     /// The masters that serve slots now.
     pub fn serving(&self) -> Vec<(String, u16)> {
         (0..self.nodes.len())
-            .filter(|node| self.owners.contains(&Some(*node as u16)))
+            .filter(|node| self.serves(*node))
             .map(|node| self.nodes[node].clone())
             .collect()
+    }
+
+    /// Whether `endpoint` is a master this map knew that serves no slot now (failed over).
+    pub fn no_longer_serves(&self, endpoint: &Endpoint) -> bool {
+        self.nodes
+            .iter()
+            .position(|(host, port)| endpoint.is_at(host, *port))
+            .is_some_and(|node| !self.serves(node))
+    }
+
+    /// Whether the node at index `node` serves any slot now.
+    pub fn serves(&self, node: usize) -> bool {
+        self.owners.contains(&Some(node as u16))
     }
 
     /// The index of the node at `host:port`, added if new.
@@ -87,7 +100,7 @@ impl SlotMap {
     /// them in.
     pub fn scan_order(&self) -> Vec<(usize, &str)> {
         let mut serving: Vec<(usize, &str)> = (0..self.nodes.len())
-            .filter(|node| self.owners.contains(&Some(*node as u16)))
+            .filter(|node| self.serves(*node))
             .filter_map(|node| Some((node, self.ids.get(node)?.as_deref()?)))
             .collect();
         serving.sort_by(|a, b| a.1.cmp(b.1));

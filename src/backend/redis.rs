@@ -66,43 +66,48 @@ impl RedisBackend {
         // blocking reads go by the router's slot map.
         // Pub/Sub: one subscriber (on any node of a cluster), or a cluster's shard channels
         // placed on a subscriber per master.
-        let (command_links, cluster, blocking_servers, (subscriber_connector, shard_map)) =
-            match &options.cluster {
-                Some(nodes) => {
-                    let seeds = nodes
-                        .iter()
-                        .map(|node| (node.host.clone(), node.port as u16))
-                        .collect();
-                    let (updates, map) = watch::channel(None);
-                    let (stale, notices) = unbounded_channel();
-                    let cluster = Cluster::new(
-                        connector.clone(),
-                        seeds,
-                        timeouts,
-                        command_sink,
-                        updates,
-                        notices,
-                    );
-                    let subscriber = Arc::new(connector.to_any_node(map.clone()));
-                    let view = MapView::new(connector.clone(), map, stale);
-                    let shards = options.sharded_pubsub.then(|| view.clone());
-                    (
-                        Vec::new(),
-                        Some(cluster),
-                        blocking::Servers::Cluster(view),
-                        (subscriber, shards),
-                    )
-                }
-                None => {
-                    let link = Link::new(connector.clone(), timeouts, Mode::Commands, command_sink);
-                    (
-                        vec![link],
-                        None,
-                        blocking::Servers::One(connector.clone()),
-                        (connector.clone(), None),
-                    )
-                }
-            };
+        let (
+            command_links,
+            cluster,
+            blocking_servers,
+            (subscriber_connector, shard_map, classic_map),
+        ) = match &options.cluster {
+            Some(nodes) => {
+                let seeds = nodes
+                    .iter()
+                    .map(|node| (node.host.clone(), node.port as u16))
+                    .collect();
+                let (updates, map) = watch::channel(None);
+                let (stale, notices) = unbounded_channel();
+                let cluster = Cluster::new(
+                    connector.clone(),
+                    seeds,
+                    timeouts,
+                    command_sink,
+                    updates,
+                    notices,
+                );
+                let subscriber = Arc::new(connector.to_any_node(map.clone()));
+                let classic = (!options.sharded_pubsub).then(|| map.clone());
+                let view = MapView::new(connector.clone(), map, stale);
+                let shards = options.sharded_pubsub.then(|| view.clone());
+                (
+                    Vec::new(),
+                    Some(cluster),
+                    blocking::Servers::Cluster(view),
+                    (subscriber, shards, classic),
+                )
+            }
+            None => {
+                let link = Link::new(connector.clone(), timeouts, Mode::Commands, command_sink);
+                (
+                    vec![link],
+                    None,
+                    blocking::Servers::One(connector.clone()),
+                    (connector.clone(), None, None),
+                )
+            }
+        };
         runtime.spawn(blocking::serve(
             blocking_servers,
             timeouts,
@@ -134,6 +139,7 @@ impl RedisBackend {
             None => runtime.spawn(subscriber::serve(
                 subscriber_link,
                 None,
+                classic_map,
                 subscription_queue,
                 outbox,
             )),

@@ -290,12 +290,43 @@ impl Cluster {
                 // Published even when unchanged: whoever waits on the map hears it was read.
                 self.changed = true;
                 self.ensure_links(links);
+                self.abandon_hung(links);
                 self.schedule_periodic_refresh();
             }
             Err(err) => {
                 self.refresh_failures += 1;
                 self.last_error = Some(err);
                 self.want_refresh();
+            }
+        }
+    }
+
+    /// Calls waiting on a node that serves no slots now and has left them unanswered a while
+    /// (a hung master the cluster has failed over) fail now, as under Sentinel, rather than
+    /// at `commandTimeout`; they may have run, so they are not sent again.
+    fn abandon_hung(&self, links: &mut [Link]) {
+        let Some(map) = &self.map else { return };
+        let suspect_after = SUSPECT_AFTER.min(self.timeouts.command / 2);
+        for (node, link) in links.iter_mut().enumerate() {
+            if map.serves(node) {
+                continue;
+            }
+            if let Some(live) = link
+                .connection()
+                .filter(|live| live.unanswered_for(suspect_after))
+            {
+                let err = StoreError::new(
+                    ErrorCode::Connection,
+                    format!(
+                        "{}: the cluster failed this master over while calls waited for its \
+                         reply; they may have run",
+                        live.endpoint().describe()
+                    ),
+                );
+                live.abort(StoreError {
+                    retryable: true,
+                    ..err
+                });
             }
         }
     }

@@ -237,6 +237,7 @@ impl Shards {
             tokio::spawn(subscriber::serve(
                 link,
                 Some(shard),
+                None,
                 orders,
                 self.outbox.clone(),
             ));

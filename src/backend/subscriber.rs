@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::{timeout_at, Instant};
 
-use super::cluster;
+use super::cluster::{self, MapReceiver};
 use super::connection::Confirmed;
 use super::link::{backoff, Link};
 use super::sentinel::{next_switch, Switches};
@@ -130,9 +130,12 @@ struct Subscriber {
     moved: bool,
 }
 
+/// `cluster_map`: classic Pub/Sub in a cluster, whose connection moves off a master the
+/// cluster has failed over (it may be hung, and would be found so only by a PING).
 pub async fn serve(
     link: Link,
     shard: Option<Shard>,
+    mut cluster_map: Option<MapReceiver>,
     mut queue: UnboundedReceiver<Order>,
     outbox: Arc<Outbox>,
 ) {
@@ -208,6 +211,18 @@ pub async fn serve(
                 Some(Order::Adopt(channels)) => subscriber.adopt(channels).await,
                 Some(Order::Release(channels)) => subscriber.unsubscribe(&channels).await,
             },
+            _ = map_changed(&mut cluster_map), if live => {
+                let failed_over = match (cluster_map.as_ref(), subscriber.link.connection()) {
+                    (Some(map), Some(live)) => map
+                        .borrow()
+                        .as_deref()
+                        .is_some_and(|map| map.no_longer_serves(live.endpoint())),
+                    _ => false,
+                };
+                if failed_over {
+                    subscriber.lost("its node serves no slots now: the cluster failed it over");
+                }
+            }
             // Sharded mode: the master let go of a shard channel (its slot moved away).
             Some(channel) = dropped_channel(&mut subscriber.shard) => {
                 if subscriber.channels.remove(&channel) {
@@ -614,6 +629,17 @@ async fn next_order(
     match held_back.take() {
         Some(order) => Some(order),
         None => queue.recv().await,
+    }
+}
+
+/// In a cluster, once the slot map is read anew.
+async fn map_changed(map: &mut Option<MapReceiver>) {
+    let changed = match map {
+        Some(map) => map.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
     }
 }
 
