@@ -63,6 +63,9 @@ pub struct Cluster {
     refresh_asked: bool,
     /// The map changed since it was last published.
     changed: bool,
+    /// MOVED replies met while a read of the map was under way: fresher than what it reads,
+    /// they are applied again over it.
+    moved_meanwhile: Vec<Redirect>,
     /// The map as it changes, for the blocking reads' pool; and what the pool finds stale.
     updates: MapUpdates,
     stale: UnboundedReceiver<Option<Redirect>>,
@@ -82,6 +85,7 @@ impl Cluster {
             asked: false,
             refresh_asked: false,
             changed: false,
+            moved_meanwhile: Vec::new(),
             updates,
             stale,
             map: None,
@@ -267,6 +271,9 @@ impl Cluster {
         if let Some(map) = self.map.as_mut() {
             self.changed |= map.moved(redirect.slot, &redirect.host, redirect.port);
         }
+        if self.refresh.is_some() {
+            self.moved_meanwhile.push(redirect.clone());
+        }
         self.want_refresh();
     }
 
@@ -275,13 +282,18 @@ impl Cluster {
     fn refreshed(&mut self, map: Result<SlotMap, StoreError>, links: &mut Vec<Link>) {
         match map {
             Ok(map) => {
-                let changed = match self.map.as_mut() {
+                let mut changed = match self.map.as_mut() {
                     Some(known) => known.adopt(map),
                     None => {
                         self.map = Some(map);
                         true
                     }
                 };
+                if let Some(map) = self.map.as_mut() {
+                    for redirect in self.moved_meanwhile.drain(..) {
+                        changed |= map.moved(redirect.slot, &redirect.host, redirect.port);
+                    }
+                }
                 self.unchanged_reads = match (changed, self.refresh_asked) {
                     (false, true) => self.unchanged_reads + 1,
                     _ => 0,
@@ -294,6 +306,7 @@ impl Cluster {
                 self.schedule_periodic_refresh();
             }
             Err(err) => {
+                self.moved_meanwhile.clear();
                 self.refresh_failures += 1;
                 self.last_error = Some(err);
                 self.want_refresh();
