@@ -489,6 +489,8 @@ describe('a cluster that changes under load', () => {
 
       // The stream's slot migrates while a read waits: the key leaves the node (UNBLOCKED),
       // and the read waits again where the slot went.
+      // Every node agrees on the roles again before one is chosen to take the slot.
+      await cluster.waitHealthy({ timeoutMs: 20000 })
       const from = replica
       const to = (await cluster.masters()).find((node) => node !== from)
       const again = store.xreadgroup('s', 'g', 'c', { blockMs: 60000 })
