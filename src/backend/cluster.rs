@@ -283,24 +283,50 @@ impl MapView {
     }
 }
 
-/// Asks `nodes` at once for the slot map; the first whole answer wins. When none gives one by
+/// Asks `nodes` for the slot map: all at once, or the first alone for `first_alone_for` (the
+/// rest once it fails or that passes); the first whole answer wins. When none gives one by
 /// `deadline`, the error says what each did.
 pub async fn discover(
     connector: Arc<Connector>,
     nodes: Vec<(String, u16)>,
+    first_alone_for: Duration,
     deadline: Instant,
 ) -> Result<SlotMap, StoreError> {
     let mut asks = JoinSet::new();
-    for (i, (host, port)) in nodes.iter().enumerate() {
-        let (connector, host, port) = (connector.clone(), host.clone(), *port);
+    let ask_node = |asks: &mut JoinSet<_>, i: usize| {
+        let (host, port) = nodes[i].clone();
+        let connector = connector.clone();
         asks.spawn(async move { (i, ask(&connector, &host, port, deadline).await) });
+    };
+    // The first node alone for a while, when asked so; then every node at once.
+    let mut asked = if first_alone_for.is_zero() {
+        nodes.len()
+    } else {
+        nodes.len().min(1)
+    };
+    for i in 0..asked {
+        ask_node(&mut asks, i);
     }
+    let others_at = Instant::now() + first_alone_for;
     let mut failures: Vec<Option<StoreError>> = vec![None; nodes.len()];
-    while let Ok(Some(asked)) = timeout_at(deadline, asks.join_next()).await {
-        let Ok((i, answer)) = asked else { continue };
-        match answer {
-            Ok(map) => return Ok(map),
-            Err(err) => failures[i] = Some(err),
+    loop {
+        let wait_until = if asked < nodes.len() {
+            others_at.min(deadline)
+        } else {
+            deadline
+        };
+        match timeout_at(wait_until, asks.join_next()).await {
+            Ok(Some(Ok((_, Ok(map))))) => return Ok(map),
+            Ok(Some(Ok((i, Err(err))))) => failures[i] = Some(err),
+            Ok(Some(Err(_))) => {}
+            // Every node asked has answered, or the first stayed silent: ask the rest.
+            Ok(None) | Err(_) if asked < nodes.len() && Instant::now() < deadline => {
+                for i in asked..nodes.len() {
+                    ask_node(&mut asks, i);
+                }
+                asked = nodes.len();
+            }
+            Ok(None) | Err(_) => break,
         }
     }
     let each: Vec<String> = nodes

@@ -63,6 +63,8 @@ pub struct Cluster {
     refresh_asked: bool,
     /// The map changed since it was last published.
     changed: bool,
+    /// Periodic reads so far: which master the next one asks.
+    periodic_reads: usize,
     /// MOVED replies met while a read of the map was under way: fresher than what it reads,
     /// they are applied again over it.
     moved_meanwhile: Vec<Redirect>,
@@ -85,6 +87,7 @@ impl Cluster {
             asked: false,
             refresh_asked: false,
             changed: false,
+            periodic_reads: 0,
             moved_meanwhile: Vec::new(),
             updates,
             stale,
@@ -133,6 +136,7 @@ impl Cluster {
         self.refresh_at = None;
         self.refresh_asked = std::mem::take(&mut self.asked);
         self.last_refresh = Some(Instant::now());
+        let serving = self.map.as_ref().map(SlotMap::serving).unwrap_or_default();
         let mut nodes = self
             .map
             .as_ref()
@@ -143,10 +147,26 @@ impl Cluster {
                 nodes.push(seed.clone());
             }
         }
+        // The periodic read asks one master, each in turn, and the others only if it has not
+        // answered within `SUSPECT_AFTER`: a read every 2 s of every node would be a new
+        // connection to each, from every adapter. Reads asked for go to every node at once.
+        let first_alone_for = match serving.len() {
+            0 => Duration::ZERO,
+            _ if self.refresh_asked => Duration::ZERO,
+            count => {
+                self.periodic_reads = self.periodic_reads.wrapping_add(1);
+                let first = &serving[self.periodic_reads % count];
+                if let Some(at) = nodes.iter().position(|node| node == first) {
+                    nodes.swap(0, at);
+                }
+                SUSPECT_AFTER
+            }
+        };
         let deadline = Instant::now() + self.timeouts.connect;
         self.refresh = Some(tokio::spawn(cluster::discover(
             self.template.clone(),
             nodes,
+            first_alone_for,
             deadline,
         )));
     }
