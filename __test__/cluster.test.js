@@ -622,10 +622,13 @@ describe('a master lost under load', () => {
     assert.deepEqual(results.filter((r) => !r.ok && r.issued > recovered).map((r) => `${Math.round(r.issued)} ms: ${r.code}`), [], 'calls issued after the recovery that failed')
     for (const r of results.filter((r) => !r.ok)) assert.ok(['ERR_STORE_CONNECTION', 'ERR_STORE_TIMEOUT'].includes(r.code), r.code)
     // Calls written to the hung master fail once the cluster has failed it over (they may have
-    // run), not at commandTimeout, which is longer than the failover here.
+    // run), not at commandTimeout, when the failover comes first (as it does here, unless the
+    // machine is very busy).
     const failed = results.filter((r) => !r.ok)
     assert.ok(failed.length > 0, 'calls were written to the hung master')
-    for (const r of failed) assert.match(r.message, /failed this master over/)
+    if (recovered < COMMAND_TIMEOUT - 1000) {
+      for (const r of failed) assert.match(r.message, /failed this master over/)
+    }
   })
 
   it('keeps reading the slot map after a read failed while idle, and finds a hung master\'s replica with short timeouts', async (t) => {

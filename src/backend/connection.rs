@@ -243,6 +243,10 @@ impl Connection {
         &self.endpoint
     }
 
+    pub fn shared_endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint.clone()
+    }
+
     /// Nothing written is waiting for its reply.
     pub fn is_idle(&self) -> bool {
         lock(&self.shared.in_flight).queue.is_empty()

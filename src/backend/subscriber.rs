@@ -16,6 +16,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::{timeout_at, Instant};
 
 use super::cluster::{self, MapReceiver};
+use super::connect::Endpoint;
 use super::connection::Confirmed;
 use super::link::{backoff, Link};
 use super::sentinel::{next_switch, Switches};
@@ -119,6 +120,8 @@ struct Subscriber {
     link: Link,
     kind: Channels,
     shard: Option<Shard>,
+    /// Classic Pub/Sub in a cluster: the slot map, to leave a node failed over.
+    cluster_map: Option<MapReceiver>,
     /// Under Sentinel, the masters announced.
     switches: Switches,
     outbox: Arc<Outbox>,
@@ -135,7 +138,7 @@ struct Subscriber {
 pub async fn serve(
     link: Link,
     shard: Option<Shard>,
-    mut cluster_map: Option<MapReceiver>,
+    cluster_map: Option<MapReceiver>,
     mut queue: UnboundedReceiver<Order>,
     outbox: Arc<Outbox>,
 ) {
@@ -152,6 +155,7 @@ pub async fn serve(
             Channels::Classic
         },
         shard,
+        cluster_map,
         outbox,
         channels: HashSet::new(),
         in_outage: false,
@@ -211,16 +215,10 @@ pub async fn serve(
                 Some(Order::Adopt(channels)) => subscriber.adopt(channels).await,
                 Some(Order::Release(channels)) => subscriber.unsubscribe(&channels).await,
             },
-            _ = map_changed(&mut cluster_map), if live => {
-                let failed_over = match (cluster_map.as_ref(), subscriber.link.connection()) {
-                    (Some(map), Some(live)) => map
-                        .borrow()
-                        .as_deref()
-                        .is_some_and(|map| map.no_longer_serves(live.endpoint())),
-                    _ => false,
-                };
-                if failed_over {
-                    subscriber.lost("its node serves no slots now: the cluster failed it over");
+            _ = map_changed(&mut subscriber.cluster_map), if live => {
+                let on = subscriber.link.connection().map(|live| live.shared_endpoint());
+                if on.is_some_and(|on| failed_over(&subscriber.cluster_map, &on)) {
+                    subscriber.lost(FAILED_OVER);
                 }
             }
             // Sharded mode: the master let go of a shard channel (its slot moved away).
@@ -479,24 +477,35 @@ impl Subscriber {
     /// master moves meanwhile (a hung master would never answer): then the connection is let
     /// go and this fails with `moved` set.
     async fn request(&mut self, args: &[&[u8]], confirmations: usize) -> Confirmed {
-        let Subscriber { link, switches, .. } = &mut *self;
+        let Subscriber {
+            link,
+            switches,
+            cluster_map,
+            ..
+        } = &mut *self;
         let switch = {
             let Some(live) = link.usable() else {
                 return Err(link.not_connected());
             };
-            let on = live.endpoint().master.clone();
+            let on = live.shared_endpoint();
             let request = live.request(args, confirmations);
             tokio::pin!(request);
             loop {
                 tokio::select! {
                     confirmed = &mut request => return confirmed,
                     switch = next_switch(switches) => {
-                        if on.as_deref() != Some(switch.master.as_str()) {
-                            break switch;
+                        if on.master.as_deref() != Some(switch.master.as_str()) {
+                            break Some(switch);
                         }
                     }
+                    // In a cluster, a node failed over may be hung: no answer will come.
+                    _ = map_changed(cluster_map) => if failed_over(cluster_map, &on) { break None },
                 }
             }
+        };
+        let Some(switch) = switch else {
+            self.lost(FAILED_OVER);
+            return Err(StoreError::new(ErrorCode::Connection, FAILED_OVER));
         };
         link.follow(&switch);
         self.moved = true;
@@ -630,6 +639,17 @@ async fn next_order(
         Some(order) => Some(order),
         None => queue.recv().await,
     }
+}
+
+const FAILED_OVER: &str = "its node serves no slots now: the cluster failed it over";
+
+/// In a cluster, whether the slot map shows the node `on` failed over.
+fn failed_over(cluster_map: &Option<MapReceiver>, on: &Endpoint) -> bool {
+    cluster_map.as_ref().is_some_and(|map| {
+        map.borrow()
+            .as_deref()
+            .is_some_and(|map| map.no_longer_serves(on))
+    })
 }
 
 /// In a cluster, once the slot map is read anew.
