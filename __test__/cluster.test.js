@@ -666,6 +666,29 @@ describe('a master lost under load', () => {
   })
 })
 
+// One chain per channel publishing 0, 1, 2, ... with one message in flight and 20 ms between;
+// the function returned stops them.
+function publishInSequence(publisher, channels) {
+  let stopped = false
+  const chains = channels.map(async (channel) => {
+    for (let n = 0; !stopped; n++) {
+      await publisher.publish(channel, n).catch(() => {})
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  })
+  return async () => {
+    stopped = true
+    await Promise.all(chains)
+  }
+}
+
+// Every channel's messages as published: none twice, none out of order.
+function assertEachOnceInOrder(received) {
+  for (const [channel, got] of received) {
+    for (let i = 1; i < got.length; i++) assert.ok(got[i] > got[i - 1], `${channel}: ${got[i]} after ${got[i - 1]}`)
+  }
+}
+
 describe('Pub/Sub while its node is lost', () => {
   let cluster
   before(async () => {
@@ -681,23 +704,14 @@ describe('Pub/Sub while its node is lost', () => {
     const publisher = open(cluster, options)
     const channels = Array.from({ length: 100 }, (_, i) => `ch${i}`)
     const received = new Map(channels.map((channel) => [channel, []]))
-    let stopped = false
-    const publishing = []
+    let stopPublishing = async () => {}
     try {
       await Promise.all(channels.map((channel) => subscriber.subscribe(channel, (n) => received.get(channel).push(n))))
       // In classic Pub/Sub a node counts only its own subscribers: the one counting ours is it.
       const counts = await Promise.all(cluster.nodes.map((node) => node.cli('PUBSUB', 'NUMSUB', 'ch0')))
       const home = cluster.nodes.filter((node, i) => counts[i].split('\n')[1] === '1')
       assert.equal(home.length, 1, 'the subscriber is on one node')
-      // Each channel published in sequence, one message in flight per channel.
-      for (const channel of channels) {
-        publishing.push((async () => {
-          for (let n = 0; !stopped; n++) {
-            await publisher.publish(channel, n).catch(() => {})
-            await new Promise((resolve) => setTimeout(resolve, 20))
-          }
-        })())
-      }
+      stopPublishing = publishInSequence(publisher, channels)
       await waitUntil(() => channels.every((channel) => received.get(channel).length > 3), { what: 'every channel delivering' })
       const before = new Map(channels.map((channel) => [channel, received.get(channel).length]))
       const killedAt = performance.now()
@@ -717,13 +731,10 @@ describe('Pub/Sub while its node is lost', () => {
       })
       t.diagnostic(`every channel delivered again ${Math.round(performance.now() - killedAt)} ms after the kill`)
     } finally {
-      stopped = true
-      await Promise.all(publishing)
+      await stopPublishing()
       await Promise.all([subscriber.close(), publisher.close()])
     }
-    for (const [channel, got] of received) {
-      for (let i = 1; i < got.length; i++) assert.ok(got[i] > got[i - 1], `${channel}: ${got[i]} after ${got[i - 1]}`)
-    }
+    assertEachOnceInOrder(received)
   })
 
   it('sharded Pub/Sub, a master SIGKILLed: its shard channels move to the promoted replica, no message twice', async (t) => {
@@ -742,18 +753,10 @@ describe('Pub/Sub while its node is lost', () => {
     const onVictim = channels.filter((channel, i) => owners[i] === victim)
     assert.ok(onVictim.length > 0, 'shard channels on the victim')
     const received = new Map(channels.map((channel) => [channel, []]))
-    let stopped = false
-    const publishing = []
+    let stopPublishing = async () => {}
     try {
       await Promise.all(channels.map((channel) => subscriber.subscribe(channel, (n) => received.get(channel).push(n))))
-      for (const channel of channels) {
-        publishing.push((async () => {
-          for (let n = 0; !stopped; n++) {
-            await publisher.publish(channel, n).catch(() => {})
-            await new Promise((resolve) => setTimeout(resolve, 20))
-          }
-        })())
-      }
+      stopPublishing = publishInSequence(publisher, channels)
       await waitUntil(() => channels.every((channel) => received.get(channel).length > 3), { what: 'every shard channel delivering' })
       const before = new Map(channels.map((channel) => [channel, received.get(channel).length]))
       const killedAt = performance.now()
@@ -765,13 +768,10 @@ describe('Pub/Sub while its node is lost', () => {
       t.diagnostic(`the lost master's shard channels delivered again ${Math.round(performance.now() - killedAt)} ms after the kill`)
       await waitUntil(() => channels.every((channel) => received.get(channel).length > before.get(channel) + 3), { what: 'every shard channel delivering' })
     } finally {
-      stopped = true
-      await Promise.all(publishing)
+      await stopPublishing()
       await Promise.all([subscriber.close(), publisher.close()])
     }
-    for (const [channel, got] of received) {
-      for (let i = 1; i < got.length; i++) assert.ok(got[i] > got[i - 1], `${channel}: ${got[i]} after ${got[i - 1]}`)
-    }
+    assertEachOnceInOrder(received)
   })
 
   it('a blocking read waiting on a master that hangs ends, retryable, once the cluster has failed it over', async (t) => {

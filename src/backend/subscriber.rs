@@ -330,19 +330,8 @@ impl Subscriber {
             return;
         }
         for group in self.kind.groups(new) {
-            let mut args: Vec<&[u8]> = vec![self.kind.subscribe()];
-            args.extend(group.iter().map(|c| c.as_bytes()));
-            match self.request(&args, group.len()).await {
+            match self.subscribe_or_hand_back(group).await {
                 Ok(Ok(())) => {}
-                Ok(Err(StoreError {
-                    redirect: Some(redirect),
-                    ..
-                })) => {
-                    for channel in group {
-                        self.channels.remove(&channel);
-                        self.hand_back(Handback::Redirected(None, channel, (*redirect).clone()));
-                    }
-                }
                 // Refused for now, or no answer: subscribed again with the others once the
                 // connection is made again.
                 _ => {
@@ -547,21 +536,8 @@ impl Subscriber {
         let mut outcome = Ok(Ok(()));
         let mut given_up = Vec::new();
         for group in self.kind.groups(channels) {
-            let mut args: Vec<&[u8]> = vec![self.kind.subscribe()];
-            args.extend(group.iter().map(|c| c.as_bytes()));
-            match self.request(&args, group.len()).await {
+            match self.subscribe_or_hand_back(group.clone()).await {
                 Ok(Ok(())) => continue,
-                // Sharded mode: the slot is served elsewhere now.
-                Ok(Err(StoreError {
-                    redirect: Some(redirect),
-                    ..
-                })) => {
-                    for channel in group {
-                        self.channels.remove(&channel);
-                        self.hand_back(Handback::Redirected(None, channel, (*redirect).clone()));
-                    }
-                    continue;
-                }
                 Ok(Err(refusal)) if refused_for_good(&refusal) => {}
                 other => {
                     outcome = other;
@@ -616,6 +592,27 @@ impl Subscriber {
             })]);
         }
         Err(err)
+    }
+
+    /// One subscribe of `group` (in sharded mode, channels of one slot) for channels already in
+    /// the set. When the master says the slot is served elsewhere (`-MOVED`), they leave the
+    /// set and are handed back to be placed there: that too is `Ok`.
+    async fn subscribe_or_hand_back(&mut self, group: Vec<String>) -> Confirmed {
+        let mut args: Vec<&[u8]> = vec![self.kind.subscribe()];
+        args.extend(group.iter().map(|c| c.as_bytes()));
+        match self.request(&args, group.len()).await {
+            Ok(Err(StoreError {
+                redirect: Some(redirect),
+                ..
+            })) => {
+                for channel in group {
+                    self.channels.remove(&channel);
+                    self.hand_back(Handback::Redirected(None, channel, (*redirect).clone()));
+                }
+                Ok(Ok(()))
+            }
+            outcome => outcome,
+        }
     }
 
     /// The server will never take this channel: JS forgets it too, then hears why.
