@@ -407,6 +407,60 @@ describe('a cluster at rest', () => {
       await Promise.all([subscriber.close(), publisher.close()])
     }
   })
+
+  it('sharded Pub/Sub: a channel unsubscribed while its subscribe is redirected is held nowhere, and its neighbours are untouched', async () => {
+    const errors = []
+    const options = { keyPrefix: 'race:', cluster: { nodes: cluster.seeds.slice(0, 1), pubsub: 'sharded' }, onError: (err) => errors.push(err) }
+    const store = open(cluster, options)
+    const numsub = async (node, channel) => Number((await node.cli('PUBSUB', 'SHARDNUMSUB', `race:${channel}`)).split('\n')[1])
+    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
+    try {
+      // `stays` and `moves` on one master, in different slots.
+      const owner = await cluster.slotOwner(keySlot('race:stays'))
+      let moves
+      for (let i = 0; !moves; i++) {
+        const slot = keySlot(`race:m${i}`)
+        if (slot !== keySlot('race:stays') && (await cluster.slotOwner(slot)) === owner) moves = `m${i}`
+      }
+      const heard = []
+      await store.subscribe('stays', (message) => heard.push(message))
+      // The slot of `moves` goes elsewhere; the adapter's map does not know yet.
+      const slot = keySlot(`race:${moves}`)
+      const to = (await cluster.masters()).find((node) => node !== owner)
+      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(owner))
+      await owner.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
+      for (const node of [to, owner, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      // Subscribed (sent to the old master, redirected) and unsubscribed at once.
+      await Promise.all([store.subscribe(moves, () => {}), store.unsubscribe(moves)])
+      for (const master of await cluster.masters()) assert.equal(await numsub(master, moves), 0, `${moves} held on ${master.port}`)
+      assert.equal(await numsub(owner, 'stays'), 1)
+      await store.publish('stays', 'still here')
+      await waitUntil(() => heard.length === 1, { what: 'the neighbour delivering' })
+      assert.deepEqual(errors, [])
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('a slow natMap function does not starve the JS thread: calls settle within their deadline', async () => {
+    let calls = 0
+    const natMap = () => {
+      calls++
+      const until = Date.now() + 1500
+      while (Date.now() < until) {} // as a synchronous lookup that hangs would
+      return null // the address as announced
+    }
+    const store = open(cluster, { cluster: { nodes: cluster.seeds.slice(0, 1), natMap }, connectTimeout: 600, commandTimeout: 600 })
+    try {
+      const err = await store.get('k').then(() => null, (err) => err)
+      // It may succeed once an answer is in; either way it settled, and natMap was not asked
+      // back to back for every attempt given up.
+      if (err) assert.equal(err.code, 'ERR_STORE_CONNECTION')
+      assert.ok(calls <= 8, `natMap called ${calls} times`)
+    } finally {
+      await store.close()
+    }
+  })
 })
 
 describe('a cluster that changes under load', () => {

@@ -3,15 +3,16 @@
 //! only when the outbox goes from empty to non-empty, and JS drains the whole batch in one
 //! synchronous call.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::{Array, Function, Null, Object, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, JsValue, Status, Unknown};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::backend::{NatAnswer, NatFunction};
 use crate::error::{ErrorCode, StoreError};
@@ -22,14 +23,56 @@ pub type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, tr
 
 /// ioredis's natMap function, called on the JS thread for each connection to a cluster node.
 /// Weak, as the wake: it keeps no process alive.
-struct JsNatMap(ThreadsafeFunction<String, Option<NodeAddress>, String, Status, false, true>);
+/// A call queued to JS cannot be taken back when its connection attempt gives up, so one
+/// address is asked once at a time, its answer reused for `NAT_ANSWER_REUSE`: a slow function
+/// then never has calls queued back to back, starving the JS thread.
+struct JsNatMap {
+    function: Arc<NatTsfn>,
+    /// Per announced address, the answer asked for (`None` until it comes) and when it came.
+    asked: Mutex<HashMap<String, watch::Receiver<Option<(Instant, NatResult)>>>>,
+}
+
+type NatTsfn = ThreadsafeFunction<String, Option<NodeAddress>, String, Status, false, true>;
+type NatResult = Result<Option<(String, u16)>, String>;
+
+const NAT_ANSWER_REUSE: Duration = Duration::from_secs(1);
 
 impl NatFunction for JsNatMap {
     fn reach(&self, announced: String) -> NatAnswer<'_> {
+        let mut answer = {
+            let mut asked = lock(&self.asked);
+            let current = asked
+                .get(&announced)
+                .filter(|answer| match &*answer.borrow() {
+                    None => true,
+                    Some((at, _)) => at.elapsed() < NAT_ANSWER_REUSE,
+                });
+            match current {
+                Some(answer) => answer.clone(),
+                None => {
+                    let (tell, answer) = watch::channel(None);
+                    let function = self.function.clone();
+                    let key = announced.clone();
+                    // Not dropped with the attempt: the answer serves whoever asks next.
+                    tokio::spawn(async move {
+                        let result = match function.call_async_catch(key).await {
+                            Ok(to) => Ok(to.map(|to| (to.host, to.port as u16))),
+                            Err(err) => Err(err.reason),
+                        };
+                        let _ = tell.send(Some((Instant::now(), result)));
+                    });
+                    asked.insert(announced, answer.clone());
+                    answer
+                }
+            }
+        };
         Box::pin(async move {
-            match self.0.call_async_catch(announced).await {
-                Ok(to) => Ok(to.map(|to| (to.host, to.port as u16))),
-                Err(err) => Err(err.reason),
+            match answer.wait_for(Option::is_some).await {
+                Ok(answered) => match &*answered {
+                    Some((_, result)) => result.clone(),
+                    None => Err("natMap gave no answer".to_owned()),
+                },
+                Err(_) => Err("natMap gave no answer".to_owned()),
             }
         })
     }
@@ -43,7 +86,10 @@ pub fn nat_function(
         .weak::<true>()
         .callee_handled::<false>()
         .build()?;
-    Ok(Box::new(JsNatMap(function)))
+    Ok(Box::new(JsNatMap {
+        function: Arc::new(function),
+        asked: Mutex::new(HashMap::new()),
+    }))
 }
 
 /// A command's outcome, or a message; what JS receives for it.

@@ -288,15 +288,18 @@ impl MapView {
 /// `deadline`, the error says what each did.
 pub async fn discover(
     connector: Arc<Connector>,
-    nodes: Vec<(String, u16)>,
+    nodes: Vec<((String, u16), bool)>,
     first_alone_for: Duration,
     deadline: Instant,
 ) -> Result<SlotMap, StoreError> {
     let mut asks = JoinSet::new();
     let ask_node = |asks: &mut JoinSet<_>, i: usize| {
-        let (host, port) = nodes[i].clone();
-        let connector = connector.clone();
-        asks.spawn(async move { (i, ask(&connector, &host, port, deadline).await) });
+        let ((host, port), as_given) = nodes[i].clone();
+        let node = match as_given {
+            true => connector.to_seed(&host, port),
+            false => connector.to_node(&host, port),
+        };
+        asks.spawn(async move { (i, ask(node, &host, port, deadline).await) });
     };
     // The first node alone for a while, when asked so; then every node at once.
     let mut asked = if first_alone_for.is_zero() {
@@ -332,7 +335,7 @@ pub async fn discover(
     let each: Vec<String> = nodes
         .iter()
         .zip(&failures)
-        .map(|((host, port), failure)| match failure {
+        .map(|(((host, port), _), failure)| match failure {
             Some(err) => err.message.clone(),
             None => format!("{host}:{port}: no answer within connectTimeout"),
         })
@@ -354,12 +357,11 @@ pub async fn discover(
 }
 
 async fn ask(
-    connector: &Connector,
+    node: Connector,
     host: &str,
     port: u16,
     deadline: Instant,
 ) -> Result<SlotMap, StoreError> {
-    let node = connector.to_node(host, port);
     let limit = deadline.saturating_duration_since(Instant::now());
     let mut stream = node.connect_fixed(limit).await?;
     let mut command = Vec::new();

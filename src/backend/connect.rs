@@ -223,7 +223,7 @@ impl Connector {
     /// A connection to one node, with this connector's TLS and credentials: a cluster's
     /// nodes.
     pub fn to_node(&self, host: &str, port: u16) -> Connector {
-        let (target, endpoint) = self.node(host, port);
+        let (target, endpoint) = self.node(host, port, false);
         self.with_route(Route::Fixed(target, endpoint))
     }
 
@@ -251,16 +251,18 @@ impl Connector {
         }
     }
 
-    /// A cluster node as it announces itself, reached where `natMap` says; a seed node as
-    /// given (as ioredis treats its startup nodes).
-    fn node(&self, host: &str, port: u16) -> (Target, Arc<Endpoint>) {
+    /// A seed node, connected to as given (as ioredis treats its startup nodes): no natMap.
+    pub fn to_seed(&self, host: &str, port: u16) -> Connector {
+        let (target, endpoint) = self.node(host, port, true);
+        self.with_route(Route::Fixed(target, endpoint))
+    }
+
+    /// A cluster node as it announces itself, reached where `natMap` says (`as_given`: a seed
+    /// node the slot map does not name, connected to as given).
+    fn node(&self, host: &str, port: u16, as_given: bool) -> (Target, Arc<Endpoint>) {
         let announced = format!("{host}:{port}");
-        let seed = match &self.route {
-            Route::AnyNode { seeds, .. } => seeds.iter().any(|(h, p)| h == host && *p == port),
-            Route::Fixed(..) | Route::Sentinel(_) => false,
-        };
         let (target, describe) = match &*self.nat {
-            _ if seed => (
+            _ if as_given => (
                 Target::Tcp(host.to_owned(), port),
                 format!("redis://{announced}"),
             ),
@@ -315,22 +317,29 @@ impl Connector {
         let (target, endpoint) = match &self.route {
             Route::Fixed(target, endpoint) => (target.clone(), endpoint.clone()),
             Route::AnyNode { seeds, map, last } => {
-                let mut nodes: Vec<(String, u16)> = map
+                // The map's masters, then the seeds it does not name (connected to as given).
+                let mut nodes: Vec<((String, u16), bool)> = map
                     .as_ref()
                     .and_then(|map| map.borrow().as_ref().map(|map| map.serving()))
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|node| (node, false))
+                    .collect();
                 for seed in seeds {
-                    if !nodes.contains(seed) {
-                        nodes.push(seed.clone());
+                    if !nodes.iter().any(|(node, _)| node == seed) {
+                        nodes.push((seed.clone(), true));
                     }
                 }
                 // The node reached last goes last: it may be the one just lost.
                 let reached = lock(last).clone();
-                if let Some(at) = nodes.iter().position(|node| Some(node) == reached.as_ref()) {
+                if let Some(at) = nodes
+                    .iter()
+                    .position(|(node, _)| Some(node) == reached.as_ref())
+                {
                     nodes.rotate_left(at + 1);
                 }
                 let (at, connected) = self.connect_to_any(&nodes, deadline, limit).await?;
-                *lock(last) = nodes.get(at).cloned();
+                *lock(last) = nodes.get(at).map(|(node, _)| node.clone());
                 return Ok(connected);
             }
             Route::Sentinel(sentinels) => {
@@ -367,7 +376,7 @@ impl Connector {
     /// the deadline: a hung node does not hold up the others, nor a slow one lose its chance.
     async fn connect_to_any(
         &self,
-        nodes: &[(String, u16)],
+        nodes: &[((String, u16), bool)],
         deadline: Instant,
         limit: Duration,
     ) -> Result<(usize, Connected), StoreError> {
@@ -386,8 +395,8 @@ impl Connector {
         let mut last_error = None;
         loop {
             if started < nodes.len() && Instant::now() >= next_start {
-                let (host, port) = &nodes[started];
-                let (target, endpoint) = self.node(host, *port);
+                let ((host, port), as_given) = &nodes[started];
+                let (target, endpoint) = self.node(host, *port, *as_given);
                 let at = started;
                 attempts.push(Box::pin(async move {
                     let outcome = self.connect_by(&target, &endpoint, deadline, limit).await;

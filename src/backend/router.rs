@@ -137,14 +137,15 @@ impl Cluster {
         self.refresh_asked = std::mem::take(&mut self.asked);
         self.last_refresh = Some(Instant::now());
         let serving = self.map.as_ref().map(SlotMap::serving).unwrap_or_default();
-        let mut nodes = self
+        // The nodes the map names, then the seeds it does not (connected to as given).
+        let mut nodes: Vec<((String, u16), bool)> = self
             .map
             .as_ref()
-            .map(|map| map.nodes.clone())
+            .map(|map| map.nodes.iter().map(|node| (node.clone(), false)).collect())
             .unwrap_or_default();
         for seed in &self.seeds {
-            if !nodes.contains(seed) {
-                nodes.push(seed.clone());
+            if !nodes.iter().any(|(node, _)| node == seed) {
+                nodes.push((seed.clone(), true));
             }
         }
         // The periodic read asks one master, each in turn, and the others only if it has not
@@ -156,7 +157,7 @@ impl Cluster {
             count => {
                 self.periodic_reads = self.periodic_reads.wrapping_add(1);
                 let first = &serving[self.periodic_reads % count];
-                if let Some(at) = nodes.iter().position(|node| node == first) {
+                if let Some(at) = nodes.iter().position(|(node, _)| node == first) {
                     nodes.swap(0, at);
                 }
                 SUSPECT_AFTER

@@ -33,7 +33,10 @@ struct Shards {
     waiting: Vec<Request>,
     /// Channels a master let go of, waiting for the map to say where their slot went.
     orphans: Vec<String>,
-    handback: UnboundedSender<Handback>,
+    /// Redirections of adopted channels since the map was last read: past `MAX_REDIRECTS`
+    /// (masters that disagree mid-migration) a channel waits for the next read.
+    bounces: HashMap<String, u8>,
+    handback: UnboundedSender<(Node, Handback)>,
 }
 
 pub async fn serve(
@@ -51,6 +54,7 @@ pub async fn serve(
         placed: HashMap::new(),
         waiting: Vec::new(),
         orphans: Vec::new(),
+        bounces: HashMap::new(),
         handback,
     };
     loop {
@@ -64,7 +68,7 @@ pub async fn serve(
                 // The adapter is closing: the subscribers end as their queues close.
                 None => break,
             },
-            Some(handback) = handbacks.recv() => shards.handed_back(handback),
+            Some((from, handback)) = handbacks.recv() => shards.handed_back(from, handback),
             _ = shards.map.changed() => shards.follow_map(),
             _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
                 shards.give_up_waiting();
@@ -106,12 +110,19 @@ impl Shards {
         }
     }
 
-    fn handed_back(&mut self, handback: Handback) {
+    /// What the subscriber of `from` handed back; only about channels placed there now (one
+    /// unsubscribed or placed elsewhere meanwhile is left as it is).
+    fn handed_back(&mut self, from: Node, handback: Handback) {
+        let here = |channel: &String| self.placed.get(channel) == Some(&from);
         match handback {
-            Handback::Redirected(request, channel, redirect) => {
-                if self.placed.remove(&channel).is_none() && request.is_none() {
-                    return; // Unsubscribed meanwhile.
+            Handback::Redirected(request, channel, _) if !here(&channel) => {
+                // Unsubscribed meanwhile: the subscribe settles, and goes nowhere.
+                if let Some(request) = request {
+                    self.outbox.complete(request.id, Reply::Null);
                 }
+            }
+            Handback::Redirected(request, channel, redirect) => {
+                self.placed.remove(&channel);
                 if redirect.ask {
                     // The slot is being migrated: the channel goes where the map says once
                     // it is done.
@@ -145,20 +156,27 @@ impl Shards {
                         self.send(&node, Order::Call(*request));
                     }
                     None => {
+                        let bounces = self.bounces.entry(channel.clone()).or_default();
+                        *bounces += 1;
+                        if *bounces > MAX_REDIRECTS {
+                            self.map.unreachable();
+                            self.orphans.push(channel);
+                            return;
+                        }
                         self.placed.insert(channel.clone(), node.clone());
                         self.send(&node, Order::Adopt(vec![channel]));
                     }
                 }
             }
-            Handback::Dropped(channel) => {
-                if self.placed.remove(&channel).is_some() {
-                    self.map.unreachable();
-                    self.orphans.push(channel);
-                }
+            Handback::Dropped(channel) if here(&channel) => {
+                self.placed.remove(&channel);
+                self.map.unreachable();
+                self.orphans.push(channel);
             }
-            Handback::Refused(channel) => {
+            Handback::Refused(channel) if here(&channel) => {
                 self.placed.remove(&channel);
             }
+            Handback::Dropped(_) | Handback::Refused(_) => {}
             Handback::Unreachable => self.map.unreachable(),
         }
     }
@@ -166,6 +184,7 @@ impl Shards {
     /// The map changed: channels whose slot another master serves now move there, and
     /// channels waiting for a master go to the one named.
     fn follow_map(&mut self) {
+        self.bounces.clear();
         let mut moves: HashMap<(Node, Node), Vec<String>> = HashMap::new();
         for (channel, node) in self.placed.iter_mut() {
             if let Some(owner) = self.map.master_of(channel).filter(|owner| owner != node) {
@@ -231,6 +250,7 @@ impl Shards {
             };
             let link = Link::new(connector, self.timeouts, Mode::Subscriber, sink);
             let shard = Shard {
+                node: node.clone(),
                 handback: self.handback.clone(),
                 dropped: dropped_channels,
             };

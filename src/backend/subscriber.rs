@@ -109,9 +109,10 @@ pub enum Handback {
     Unreachable,
 }
 
-/// Sharded mode: where a master's subscriber hands channels back.
+/// Sharded mode: the master a subscriber serves, and where it hands channels back.
 pub struct Shard {
-    pub handback: UnboundedSender<Handback>,
+    pub node: (String, u16),
+    pub handback: UnboundedSender<((String, u16), Handback)>,
     /// Shard channels the server unsubscribed on its own, as the connection reads them.
     pub dropped: UnboundedReceiver<String>,
 }
@@ -315,7 +316,7 @@ impl Subscriber {
 
     fn hand_back(&self, handback: Handback) {
         if let Some(shard) = &self.shard {
-            let _ = shard.handback.send(handback);
+            let _ = shard.handback.send((shard.node.clone(), handback));
         }
     }
 
@@ -421,10 +422,13 @@ impl Subscriber {
     }
 
     async fn unsubscribe(&mut self, channels: &[String]) {
-        for channel in channels {
-            self.channels.remove(channel);
-        }
-        if self.link.usable().is_none() {
+        // Only what the server holds: a channel never subscribed here is not asked about.
+        let held: Vec<String> = channels
+            .iter()
+            .filter(|channel| self.channels.remove(*channel))
+            .cloned()
+            .collect();
+        if held.is_empty() || self.link.usable().is_none() {
             return;
         }
         if self.channels.is_empty() {
@@ -432,7 +436,7 @@ impl Subscriber {
             self.link.discard();
             return;
         }
-        for group in self.kind.groups(channels.to_vec()) {
+        for group in self.kind.groups(held) {
             // Confirmed before the call resolves, so the server shows it gone by then.
             let mut args: Vec<&[u8]> = vec![self.kind.unsubscribe()];
             args.extend(group.iter().map(|c| c.as_bytes()));
@@ -440,9 +444,15 @@ impl Subscriber {
             let moved = std::mem::take(&mut self.moved);
             // No reply: close the connection, which drops any subscription the server still
             // has on it, and get the others back. Refused (BUSY, say): the same, since the
-            // server may still hold the channel. The master moved: that connection is gone
+            // server may still hold the channel; but not `-MOVED`: a master holds no shard
+            // channel of a slot it does not serve. The master moved: that connection is gone
             // already.
-            if !moved && !matches!(confirmed, Ok(Ok(()))) {
+            let gone = match &confirmed {
+                Ok(Ok(())) => true,
+                Ok(Err(refusal)) => refusal.redirect.is_some(),
+                Err(_) => false,
+            };
+            if !moved && !gone {
                 self.lost("UNSUBSCRIBE was not confirmed");
                 return;
             }
