@@ -29,11 +29,12 @@ pub type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, tr
 struct JsNatMap {
     function: Arc<NatTsfn>,
     /// Per announced address, the answer asked for (`None` until it comes) and when it came.
-    asked: Mutex<HashMap<String, watch::Receiver<Option<(Instant, NatResult)>>>>,
+    asked: Mutex<HashMap<String, NatAnswerWatch>>,
 }
 
 type NatTsfn = ThreadsafeFunction<String, Option<NodeAddress>, String, Status, false, true>;
 type NatResult = Result<Option<(String, u16)>, String>;
+type NatAnswerWatch = watch::Receiver<Option<(Instant, NatResult)>>;
 
 const NAT_ANSWER_REUSE: Duration = Duration::from_secs(1);
 
