@@ -183,7 +183,8 @@ export interface ClusterOptions {
   /**
    * The addresses the nodes announce (`'host:port'`, as in `CLUSTER SLOTS` and `MOVED`) mapped
    * to where this process reaches them, for nodes behind NAT or in containers. As a function,
-   * it is called for each connection to a node; nothing returned means the address as announced.
+   * it is called on the JS thread when a connection to a node is made (once at a time per address,
+   * the answer reused for a second); nothing returned means the address as announced.
    */
   natMap?:
     | Record<string, { host: string; port: number }>
