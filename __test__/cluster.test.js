@@ -461,6 +461,36 @@ describe('a cluster at rest', () => {
       await store.close()
     }
   })
+
+  it('a blocking read sent again after its stream\'s slot moved blocks only for what is left of blockMs', async () => {
+    const prefix = 'left:'
+    const store = open(cluster, { keyPrefix: prefix })
+    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
+    const blocked = async (node) => Number(/blocked_clients:(\d+)/.exec(await node.cli('INFO', 'clients'))[1])
+    try {
+      await store.xgroupCreate('s', 'g', '$')
+      const slot = keySlot(`${prefix}s`)
+      const from = await cluster.slotOwner(slot)
+      const to = (await cluster.masters()).find((node) => node !== from)
+      const blockMs = 3000
+      const began = performance.now()
+      const read = store.xreadgroup('s', 'g', 'c', { blockMs })
+      await waitUntil(async () => (await blocked(from)) === 1, { what: 'the read blocked' })
+      // Two thirds of its block time pass (the scenario, not a wait for an event); then the key
+      // migrates: the server lets the read go (UNBLOCKED) and it waits again at `to`.
+      await new Promise((resolve) => setTimeout(resolve, (blockMs * 2) / 3))
+      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
+      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
+      await from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', `${prefix}s`)
+      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      assert.deepEqual(await read, [])
+      // Sent again with its whole blockMs, it would have ended after about twice blockMs.
+      const took = performance.now() - began
+      assert.ok(took < blockMs * 1.5, `ended ${Math.round(took)} ms after it began`)
+    } finally {
+      await store.close()
+    }
+  })
 })
 
 describe('a cluster that changes under load', () => {

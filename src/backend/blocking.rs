@@ -20,7 +20,7 @@ use super::connect::{Connector, Endpoint};
 use super::connection::{Connection, Mode, Sink};
 use super::link::backoff;
 use super::sentinel::{next_switch, Switch, Switches};
-use super::Request;
+use super::{Op, Request};
 use crate::bridge::{Outbox, Reply};
 use crate::error::{ErrorCode, StoreError};
 use crate::options::Timeouts;
@@ -211,6 +211,7 @@ pub async fn serve(
                         view.redirected(&mut request, redirect);
                         // It may wait for the node named to be connected, as a new read would.
                         request.wait_until = request.wait_until.max(Instant::now() + timeouts.connect);
+                        block_for_what_is_left(&mut request);
                         waiting.push_back(request);
                     }
                 }
@@ -221,6 +222,7 @@ pub async fn serve(
                         outbox.push_all(request.settled(Reply::Error(err)));
                     } else {
                         request.wait_until = request.wait_until.max(Instant::now() + timeouts.connect);
+                        block_for_what_is_left(&mut request);
                         retry_elsewhere(request, err, &mut delayed, &servers, &outbox);
                     }
                 }
@@ -443,6 +445,27 @@ async fn open_and_read(
                 return Returned::Connection(None);
             }
         }
+    }
+}
+
+/// A read sent again (redirected, or let go by the server) blocks for what is left of its
+/// `blockMs`, not all of it again (at least 1 ms: `BLOCK 0` would wait for ever).
+fn block_for_what_is_left(request: &mut Request) {
+    if let (
+        Op::GroupRead {
+            count,
+            block: Some(block),
+        },
+        Some(first),
+    ) = (request.op, request.first_written)
+    {
+        let left = block
+            .saturating_sub(first.elapsed())
+            .max(Duration::from_millis(1));
+        request.op = Op::GroupRead {
+            count,
+            block: Some(left),
+        };
     }
 }
 
