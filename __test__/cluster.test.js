@@ -303,7 +303,7 @@ describe('a cluster at rest', () => {
       // Every master was visited: its id shows in a cursor.
       const ids = new Set(cursors.filter((c) => c !== '0').map((c) => c.split(':')[0]))
       assert.equal(ids.size, 3)
-      for (const master of await cluster.masters()) assert.ok(ids.has((await master.cli('CLUSTER', 'MYID')).trim()), `master ${master.port} scanned`)
+      for (const master of await cluster.masters()) assert.ok(ids.has(await cluster.nodeId(master)), `master ${master.port} scanned`)
       await assert.rejects(store.scan('k*', { cursor: 'nonsense' }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
       await assert.rejects(store.scan('k*', { cursor: `${'f'.repeat(40)}:0` }), hasCode('ERR_STORE_INVALID_ARGUMENT'))
     } finally {
@@ -314,8 +314,6 @@ describe('a cluster at rest', () => {
   it('sends each blocking read to its stream\'s master, and follows a stream whose slot moved', async () => {
     const prefix = 'blocking:'
     const store = open(cluster, { keyPrefix: prefix })
-    const blocked = async (node) => Number(/blocked_clients:(\d+)/.exec(await node.cli('INFO', 'clients'))[1])
-    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
     try {
       // One stream on each master.
       const streams = new Map()
@@ -325,7 +323,7 @@ describe('a cluster at rest', () => {
       }
       for (const stream of streams.keys()) await store.xgroupCreate(stream, 'g', '$')
       const reads = [...streams.keys()].map((stream) => store.xreadgroup(stream, 'g', 'c', { blockMs: 60000 }))
-      await waitUntil(async () => (await Promise.all([...streams.values()].map(blocked))).every((n) => n === 1), {
+      await waitUntil(async () => (await Promise.all([...streams.values()].map(cluster.blockedOn))).every((n) => n === 1), {
         what: 'one read blocked on each master',
       })
       const ids = await Promise.all([...streams.keys()].map((stream) => store.xadd(stream, { stream })))
@@ -335,13 +333,10 @@ describe('a cluster at rest', () => {
       // the pool's map still names the old master, which answers MOVED.
       const [[stream, from], [, to]] = streams
       const slot = keySlot(prefix + stream)
-      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
-      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
-      await from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', prefix + stream)
-      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
-      const movedBefore = await blocked(to)
+      await cluster.moveSlot(slot, from, to, [prefix + stream])
+      const movedBefore = await cluster.blockedOn(to)
       const read = store.xreadgroup(stream, 'g', 'c', { blockMs: 60000 })
-      await waitUntil(async () => (await blocked(to)) === movedBefore + 1, { what: 'the read to block on the slot\'s new master' })
+      await waitUntil(async () => (await cluster.blockedOn(to)) === movedBefore + 1, { what: 'the read to block on the slot\'s new master' })
       const id2 = await store.xadd(stream, { moved: true })
       assert.deepEqual(await read, [{ id: id2, message: { moved: true } }])
     } finally {
@@ -392,10 +387,7 @@ describe('a cluster at rest', () => {
       const slot = keySlot(`shard:${moving}`)
       const from = await cluster.slotOwner(slot)
       const to = (await cluster.masters()).find((master) => master !== from)
-      const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
-      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
-      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
-      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      await cluster.moveSlot(slot, from, to)
       await waitUntil(async () => (await numsub(to, moving)) === 1, { what: 'the shard channel subscribed at its slot\'s new master' })
       assert.equal(await numsub(from, moving), 0)
       for (let n = 2; n <= 5; n++) await publisher.publish(moving, n)
@@ -413,7 +405,6 @@ describe('a cluster at rest', () => {
     const options = { keyPrefix: 'race:', cluster: { nodes: cluster.seeds.slice(0, 1), pubsub: 'sharded' }, onError: (err) => errors.push(err) }
     const store = open(cluster, options)
     const numsub = async (node, channel) => Number((await node.cli('PUBSUB', 'SHARDNUMSUB', `race:${channel}`)).split('\n')[1])
-    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
     try {
       // `stays` and `moves` on one master, in different slots.
       const owner = await cluster.slotOwner(keySlot('race:stays'))
@@ -427,9 +418,7 @@ describe('a cluster at rest', () => {
       // The slot of `moves` goes elsewhere; the adapter's map does not know yet.
       const slot = keySlot(`race:${moves}`)
       const to = (await cluster.masters()).find((node) => node !== owner)
-      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(owner))
-      await owner.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
-      for (const node of [to, owner, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      await cluster.moveSlot(slot, owner, to)
       // Subscribed (sent to the old master, redirected) and unsubscribed at once.
       await Promise.all([store.subscribe(moves, () => {}), store.unsubscribe(moves)])
       for (const master of await cluster.masters()) assert.equal(await numsub(master, moves), 0, `${moves} held on ${master.port}`)
@@ -465,8 +454,6 @@ describe('a cluster at rest', () => {
   it('a blocking read sent again after its stream\'s slot moved blocks only for what is left of blockMs', async () => {
     const prefix = 'left:'
     const store = open(cluster, { keyPrefix: prefix })
-    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
-    const blocked = async (node) => Number(/blocked_clients:(\d+)/.exec(await node.cli('INFO', 'clients'))[1])
     try {
       await store.xgroupCreate('s', 'g', '$')
       const slot = keySlot(`${prefix}s`)
@@ -475,14 +462,11 @@ describe('a cluster at rest', () => {
       const blockMs = 3000
       const began = performance.now()
       const read = store.xreadgroup('s', 'g', 'c', { blockMs })
-      await waitUntil(async () => (await blocked(from)) === 1, { what: 'the read blocked' })
+      await waitUntil(async () => (await cluster.blockedOn(from)) === 1, { what: 'the read blocked' })
       // Two thirds of its block time pass (the scenario, not a wait for an event); then the key
       // migrates: the server lets the read go (UNBLOCKED) and it waits again at `to`.
       await new Promise((resolve) => setTimeout(resolve, (blockMs * 2) / 3))
-      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
-      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
-      await from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', `${prefix}s`)
-      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
+      await cluster.moveSlot(slot, from, to, [`${prefix}s`])
       assert.deepEqual(await read, [])
       // Sent again with its whole blockMs, it would have ended after about twice blockMs.
       const took = performance.now() - began
@@ -529,9 +513,8 @@ describe('a cluster that changes under load', () => {
   it('resharding 3,000 slots under 16 workers: no call fails, every get returns the last set, counters exact', (t) =>
     throughChange('the resharding', async () => {
       const [from, to] = await cluster.masters()
-      const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
       const began = performance.now()
-      await run('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', await id(from), '--cluster-to', await id(to),
+      await run('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', await cluster.nodeId(from), '--cluster-to', await cluster.nodeId(to),
         '--cluster-slots', '3000', '--cluster-yes'], { maxBuffer: 64 * 1024 * 1024 })
       t.diagnostic(`resharded in ${Math.round(performance.now() - began)} ms`)
     }))
@@ -549,8 +532,6 @@ describe('a cluster that changes under load', () => {
     await cluster.waitHealthy({ timeoutMs: 20000 })
     const prefix = 'follow:'
     const store = open(cluster, { keyPrefix: prefix })
-    const id = async (node) => (await node.cli('CLUSTER', 'MYID')).trim()
-    const blocked = async (node) => Number(/blocked_clients:(\d+)/.exec(await node.cli('INFO', 'clients'))[1])
     try {
       await store.xgroupCreate('s', 'g', '$')
       const slot = keySlot(`${prefix}s`)
@@ -558,7 +539,7 @@ describe('a cluster that changes under load', () => {
       // master lets the read go (UNBLOCKED) without an entry: it waits again on the new one.
       const master = await cluster.slotOwner(slot)
       const read = store.xreadgroup('s', 'g', 'c', { blockMs: 60000 })
-      await waitUntil(async () => (await blocked(master)) === 1, { what: 'the read blocked on the master' })
+      await waitUntil(async () => (await cluster.blockedOn(master)) === 1, { what: 'the read blocked on the master' })
       const replicas = await Promise.all((await cluster.replicas()).map(async (node) => [node, await node.cli('INFO', 'replication')]))
       const [replica] = replicas.find(([, info]) => new RegExp(`master_port:${master.port}\\b`).test(info))
       // A manual failover just after another can stall; asked again, it goes through.
@@ -567,7 +548,7 @@ describe('a cluster that changes under load', () => {
         assert.equal(await replica.cli('CLUSTER', 'FAILOVER'), 'OK')
         await waitUntil(async () => (await cluster.masters()).includes(replica), { what: 'the promotion', timeoutMs: 5000 }).catch(() => {})
       }
-      await waitUntil(async () => (await blocked(replica)) === 1, { what: 'the read blocked on the promoted replica', timeoutMs: 15000 })
+      await waitUntil(async () => (await cluster.blockedOn(replica)) === 1, { what: 'the read blocked on the promoted replica', timeoutMs: 15000 })
       const first = await store.xadd('s', { n: 1 })
       assert.deepEqual(await read, [{ id: first, message: { n: 1 } }])
 
@@ -578,12 +559,9 @@ describe('a cluster that changes under load', () => {
       const from = replica
       const to = (await cluster.masters()).find((node) => node !== from)
       const again = store.xreadgroup('s', 'g', 'c', { blockMs: 60000 })
-      await waitUntil(async () => (await blocked(from)) === 1, { what: 'the read blocked before the migration' })
-      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', await id(from))
-      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', await id(to))
-      await from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', `${prefix}s`)
-      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', await id(to))
-      await waitUntil(async () => (await blocked(to)) === 1, { what: 'the read blocked where the slot went' })
+      await waitUntil(async () => (await cluster.blockedOn(from)) === 1, { what: 'the read blocked before the migration' })
+      await cluster.moveSlot(slot, from, to, [`${prefix}s`])
+      await waitUntil(async () => (await cluster.blockedOn(to)) === 1, { what: 'the read blocked where the slot went' })
       const second = await store.xadd('s', { n: 2 })
       assert.deepEqual(await again, [{ id: second, message: { n: 2 } }])
     } finally {
@@ -670,10 +648,7 @@ describe('a master lost under load', () => {
     await cluster.waitHealthy({ timeoutMs: 20000 })
     const store = openAll()
     // A master with a replica to take over (the one promoted in the test above has none).
-    let victim
-    for (const master of await cluster.masters()) {
-      if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
-    }
+    const victim = await cluster.masterWithReplica()
     assert.ok(victim, 'a master with a replica')
     const keys = await keysOn(victim, 3)
     const results = []
@@ -727,10 +702,7 @@ describe('a master lost under load', () => {
       await new Promise((resolve) => setTimeout(resolve, 1500))
       for (const node of live()) process.kill(node.process.pid, 'SIGCONT')
       await cluster.waitHealthy({ timeoutMs: 20000 })
-      let victim
-      for (const master of await cluster.masters()) {
-        if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
-      }
+      const victim = await cluster.masterWithReplica()
       const [key] = await keysOn(victim, 1)
       await store.set(key, 'before')
       const began = performance.now()
@@ -826,10 +798,7 @@ describe('Pub/Sub while its node is lost', () => {
     const options = { keyPrefix: 'shard:', cluster: { nodes: cluster.seeds, pubsub: 'sharded' } }
     const subscriber = open(cluster, options)
     const publisher = open(cluster, options)
-    let victim
-    for (const master of await cluster.masters()) {
-      if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
-    }
+    const victim = await cluster.masterWithReplica()
     assert.ok(victim, 'a master with a replica')
     const channels = []
     for (let i = 0; channels.length < 30; i++) channels.push(`sk${i}`)
@@ -861,17 +830,14 @@ describe('Pub/Sub while its node is lost', () => {
   it('a blocking read waiting on a master that hangs ends, retryable, once the cluster has failed it over', async (t) => {
     await cluster.waitHealthy({ timeoutMs: 20000 })
     const store = open(cluster, { keyPrefix: '', cluster: { nodes: cluster.seeds } })
-    let victim
-    for (const master of await cluster.masters()) {
-      if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) victim ??= master
-    }
+    const victim = await cluster.masterWithReplica()
     assert.ok(victim, 'a master with a replica')
     let stream
     for (let i = 0; !stream; i++) if ((await cluster.slotOwner(keySlot(`hang${i}`))) === victim) stream = `hang${i}`
     try {
       await store.xgroupCreate(stream, 'g', '$')
       const read = store.xreadgroup(stream, 'g', 'c', { blockMs: 60000 }).then(() => null, (err) => err)
-      await waitUntil(async () => /blocked_clients:1/.test(await victim.cli('INFO', 'clients')), { what: 'the read blocked' })
+      await waitUntil(async () => (await cluster.blockedOn(victim)) === 1, { what: 'the read blocked' })
       const stoppedAt = performance.now()
       process.kill(victim.process.pid, 'SIGSTOP')
       const err = await read

@@ -463,6 +463,32 @@ function makeCluster(nodes, dir) {
       if (!node) throw new Error('no live node')
       return node.cli('-c', ...args)
     },
+    /** The node's cluster id. */
+    async nodeId(node) {
+      return (await node.cli('CLUSTER', 'MYID')).trim()
+    },
+    /**
+     * Moves `slot` from master `from` to master `to` as a resharding tool does: IMPORTING on
+     * `to`, MIGRATING on `from`, MIGRATE of `keys`, then SETSLOT NODE on both and every master.
+     */
+    async moveSlot(slot, from, to, keys = []) {
+      const [fromId, toId] = [await cluster.nodeId(from), await cluster.nodeId(to)]
+      await to.cli('CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', fromId)
+      await from.cli('CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', toId)
+      if (keys.length > 0) await from.cli('MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', ...keys)
+      for (const node of [to, from, ...(await cluster.masters())]) await node.cli('CLUSTER', 'SETSLOT', String(slot), 'NODE', toId)
+    },
+    /** A master with a replica attached now, or undefined. */
+    async masterWithReplica() {
+      for (const master of await cluster.masters()) {
+        if (/^connected_slaves:[1-9]/m.test(await master.cli('INFO', 'replication'))) return master
+      }
+      return undefined
+    },
+    /** Clients blocked on a command (a blocking read) on `node`. */
+    async blockedOn(node) {
+      return Number(/blocked_clients:(\d+)/.exec(await query(node.port, ['INFO', 'clients']))[1])
+    },
     /** Clients blocked on a command (a blocking read), summed over the live nodes. */
     async blockedClients() {
       const infos = await Promise.all(live().map((node) => query(node.port, ['INFO', 'clients'])))
